@@ -1,0 +1,61 @@
+"""Validate the answers before any file is written.
+
+Cookiecutter renders this file with Jinja before running it. The answers arrive
+as JSON inside a raw string: Jinja's ``tojson`` escapes every quote character,
+so nothing in an answer (quotes, newlines, braces) can end the string or become
+code. The file is valid Python before rendering too, so it is linted and tested.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+CLOUDS = ("gcp", "aws", "azure")
+SLUG = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+# A Hub id is "name" or "org/name"; anything else must look like a filesystem path.
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+LOCAL_PATH = re.compile(r"^(?:\.{1,2}/|/|~/)[^\x00-\x1f\x7f]*$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def problems(answers: dict[str, str]) -> list[str]:
+    """Return one message per invalid answer, naming the field and the rule."""
+    found = []
+    for field in ("project_name", "author_name"):
+        value = answers[field]
+        if not value.strip():
+            found.append(f"{field} is empty: give a non-empty value")
+        elif CONTROL.search(value):
+            found.append(f"{field} {value!r} contains a control character (newline, tab...): use one plain line")
+        elif len(value) > 100:
+            found.append(f"{field} is {len(value)} characters long: use at most 100")
+    slug = answers["project_slug"]
+    if not SLUG.fullmatch(slug) or len(slug) > 64:
+        found.append(
+            f"project_slug {slug!r} is invalid: use 1-64 lowercase letters, digits, '-' or '_',"
+            " starting with a letter (e.g. my-ml-project)"
+        )
+    checkpoint = answers["model_checkpoint"]
+    is_hub_id = HUB_ID.fullmatch(checkpoint) is not None and ".." not in checkpoint
+    if not (is_hub_id or LOCAL_PATH.fullmatch(checkpoint)):
+        found.append(
+            f"model_checkpoint {checkpoint!r} is invalid: use a Hub id ('name' or 'org/name')"
+            " or a path starting with '/', './', '../' or '~/'"
+        )
+    if answers["default_cloud"] not in CLOUDS:
+        found.append(f"default_cloud {answers['default_cloud']!r} is invalid: choose one of {', '.join(CLOUDS)}")
+    return found
+
+
+def main() -> int:
+    answers = json.loads(r'''{{ cookiecutter | tojson }}''')
+    errors = problems(answers)
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

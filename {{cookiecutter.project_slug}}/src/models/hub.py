@@ -1,0 +1,62 @@
+"""Fail fast when the Hugging Face Hub is needed but unreachable.
+
+Without this, `from_pretrained` and `load_dataset` retry for most of a minute before
+failing. The check imports nothing heavy so the launcher can run it in a second.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from src.config import Settings
+
+PROBE_TIMEOUT_S = 4.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_cache() -> Path:
+    if "HF_HUB_CACHE" in os.environ:
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    request = urllib.request.Request(f"{hub_endpoint()}/api/models?limit=1", method="GET")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return bool(200 <= response.status < 300)
+    except (OSError, ValueError):
+        return False
+
+
+def hub_downloads(settings: Settings) -> list[tuple[str, str]]:
+    """(kind, id) of everything training would fetch from the Hub and has no local copy of."""
+    needed = []
+    checkpoint = settings.model.checkpoint
+    if not Path(checkpoint).expanduser().exists():
+        if not (hub_cache() / f"models--{checkpoint.replace('/', '--')}").is_dir():
+            needed.append(("model", checkpoint))
+    dataset = settings.data.dataset
+    if dataset is not None and not Path(dataset).expanduser().exists():
+        if not (hub_cache() / f"datasets--{dataset.replace('/', '--')}").is_dir():
+            needed.append(("dataset", dataset))
+    return needed
+
+
+def offline_message(missing: list[tuple[str, str]]) -> str:
+    what = " and ".join(f"{kind} {name!r}" for kind, name in missing)
+    return (
+        f"cannot reach the Hugging Face Hub ({hub_endpoint()}) to download {what}. "
+        "Run `uv run train-local --smoke` for an offline check of the whole pipeline, or point "
+        "model.checkpoint and data.train_file/eval_file in configs/settings.yaml at local copies "
+        "(with data.dataset: null)."
+    )
