@@ -8,7 +8,6 @@ Light on imports on purpose: the serving path uses it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import uuid
@@ -54,7 +53,7 @@ def _point_latest(output_dir: Path, run_name: str) -> None:
         temporary.write_text(run_name + "\n", encoding="utf-8")
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)
-    os.replace(temporary, link)
+    temporary.replace(link)
 
 
 def remove_stale_staging(output_dir: Path, run_name: str) -> None:

@@ -21,9 +21,7 @@ def _local_format(files: list[Path]) -> str:
     formats = {LOCAL_FORMATS.get(file.suffix.lower()) for file in files}
     if None in formats or len(formats) != 1:
         names = ", ".join(str(file) for file in files)
-        raise DataError(
-            f"data.train_file/eval_file ({names}): use one format of .json, .jsonl, .csv or .parquet"
-        )
+        raise DataError(f"data.train_file/eval_file ({names}): use one format of .json, .jsonl, .csv or .parquet")
     return str(formats.pop())
 
 
@@ -35,9 +33,7 @@ def load_splits(data: DataSettings) -> DatasetDict:
         for file in (data.train_file, data.eval_file):
             if not file.is_file():
                 raise DataError(f"data file {file} does not exist: fix data.train_file/eval_file")
-        features = Features(
-            {data.text_column: Value("string"), data.label_column: ClassLabel(names=data.labels)}
-        )
+        features = Features({data.text_column: Value("string"), data.label_column: ClassLabel(names=data.labels)})
         files = {"train": str(data.train_file), "eval": str(data.eval_file)}
         fmt = _local_format([data.train_file, data.eval_file])
         loaded = load_dataset(fmt, data_files=files, features=features)

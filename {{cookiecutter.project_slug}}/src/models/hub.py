@@ -40,16 +40,14 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 def hub_downloads(settings: Settings) -> list[tuple[str, str]]:
     """(kind, id) of everything training would fetch from the Hub and has no local copy of."""
-    needed = []
-    checkpoint = settings.model.checkpoint
-    if not Path(checkpoint).expanduser().exists():
-        if not (hub_cache() / f"models--{checkpoint.replace('/', '--')}").is_dir():
-            needed.append(("model", checkpoint))
-    dataset = settings.data.dataset
-    if dataset is not None and not Path(dataset).expanduser().exists():
-        if not (hub_cache() / f"datasets--{dataset.replace('/', '--')}").is_dir():
-            needed.append(("dataset", dataset))
-    return needed
+    wanted = [("model", settings.model.checkpoint)]
+    if settings.data.dataset is not None:
+        wanted.append(("dataset", settings.data.dataset))
+    return [(kind, name) for kind, name in wanted if not _local_or_cached(kind, name)]
+
+
+def _local_or_cached(kind: str, name: str) -> bool:
+    return Path(name).expanduser().exists() or (hub_cache() / f"{kind}s--{name.replace('/', '--')}").is_dir()
 
 
 def offline_message(missing: list[tuple[str, str]]) -> str:

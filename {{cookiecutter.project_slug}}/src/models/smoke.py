@@ -16,20 +16,34 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
+from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
 
 LABELS = ["neg", "pos"]
-POSITIVE = "great wonderful superb moving brilliant delightful charming excellent loved masterpiece".split()
-NEGATIVE = "awful boring dull terrible weak clumsy tedious dreadful hated mess".split()
-FILLER = (
-    "the film movie story plot acting cast director scenes music ending characters script "
-    "was is felt seemed really quite very and but with a an of this that it its"
-).split()
+POSITIVE = [
+    "great",
+    "wonderful",
+    "superb",
+    "moving",
+    "brilliant",
+    "delightful",
+    "charming",
+    "excellent",
+    "loved",
+    "masterpiece",
+]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "weak", "clumsy", "tedious", "dreadful", "hated", "mess"]
+FILLER = [
+    *("the", "film", "movie", "story", "plot", "acting", "cast", "director", "scenes", "music", "ending"),
+    *("characters", "script", "was", "is", "felt", "seemed", "really", "quite", "very", "and", "but"),
+    *("with", "a", "an", "of", "this", "that", "it", "its"),
+]
+UNKNOWN = "[UNK]"
 
 
 def reviews(count: int, seed: int) -> list[dict[str, Any]]:
     """Reviews whose label follows the majority of their sentiment words (some noise)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     rows = []
     for _ in range(count):
         label = rng.randrange(2)
@@ -42,18 +56,18 @@ def reviews(count: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _tokenizer(corpus: list[str]) -> DistilBertTokenizerFast:
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+def _tokenizer(corpus: list[str]) -> DistilBertTokenizer:
+    backend = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    specials = ["[PAD]", UNKNOWN, "[CLS]", "[SEP]", "[MASK]"]
     backend.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
-    return DistilBertTokenizerFast(tokenizer_object=backend, model_max_length=512)
+    return DistilBertTokenizer(tokenizer_object=backend, model_max_length=512)
 
 
 def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 200) -> dict[str, Path]:
@@ -66,7 +80,7 @@ def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 2
         torch.manual_seed(seed)
         config = DistilBertConfig(
             vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=2, hidden_dim=128,
-            max_position_embeddings=512, num_labels=len(LABELS),
+            max_position_embeddings=512,
             id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)},
         )  # fmt: skip
         DistilBertForSequenceClassification(config).save_pretrained(staging / "model")

@@ -31,7 +31,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from src.config import Settings, SettingsError, TrainingSettings, load_settings
 from src.models import artifacts, smoke
@@ -59,13 +58,19 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float(np.mean(predicted == labels)), "f1": float(np.mean(f1_scores))}
 
 
-def precision_flags(choice: str) -> dict[str, bool]:
+def precision(choice: str) -> str:
     """bf16 where the GPU supports it, else fp16 on CUDA; full precision on CPU and MPS."""
-    if choice == "auto":
-        if not torch.cuda.is_available():
-            return {"bf16": False, "fp16": False}
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The Trainer's newest `checkpoint-<step>` folder, if any."""
+    steps = [path for path in checkpoint_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    return max(steps, key=lambda path: int(path.name.split("-")[-1]), default=None)
 
 
 def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> TrainingArguments:
@@ -89,7 +94,8 @@ def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> Trai
         dataloader_num_workers=training.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
-        **precision_flags(training.mixed_precision),
+        bf16=precision(training.mixed_precision) == "bf16",
+        fp16=precision(training.mixed_precision) == "fp16",
     )
 
 
@@ -129,7 +135,7 @@ def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict
     encoded = tokenize(splits, tokenizer, settings.data, settings.model.max_length)
 
     checkpoint_dir = training.output_dir / CHECKPOINTS / training.run_name
-    resume_from = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
         logger.warning("Resuming run %r from %s", training.run_name, resume_from)
     trainer = Trainer(
@@ -142,7 +148,7 @@ def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
     )
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     evaluation = trainer.evaluate()
     metrics: dict[str, Any] = {
         "accuracy": evaluation["eval_accuracy"],
@@ -163,8 +169,8 @@ def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict
     return metrics
 
 
-def _step_of(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+def _step_of(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else None
 
 
 def _publish(trainer: Trainer, settings: Settings, metrics: dict[str, Any]) -> Path:
