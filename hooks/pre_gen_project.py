@@ -11,26 +11,30 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 
 CLOUDS = ("gcp", "aws", "azure")
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 # A Hub id is "name" or "org/name"; anything else must look like a filesystem path.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-LOCAL_PATH = re.compile(r"^(?:\.{1,2}/|/|~/)[^\x00-\x1f\x7f]*$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+LOCAL_PATH = re.compile(r"^(?:\.{1,2}/|/|~/).*$")
 
 
 def problems(answers: dict[str, str]) -> list[str]:
     """Return one message per invalid answer, naming the field and the rule."""
     found = []
-    for field in ("project_name", "author_name"):
+    for field in ("project_name", "author_name", "model_checkpoint"):
         value = answers[field]
-        if not value.strip():
+        if any(unicodedata.category(char).startswith("C") for char in value):
+            found.append(f"{field} {value!r} contains a control or invisible character (newline, tab...): use plain text")
+        elif field == "model_checkpoint":
+            continue  # checked below: a Hub id or a path
+        elif not value.strip():
             found.append(f"{field} is empty: give a non-empty value")
-        elif CONTROL.search(value):
-            found.append(f"{field} {value!r} contains a control character (newline, tab...): use one plain line")
         elif len(value) > 100:
             found.append(f"{field} is {len(value)} characters long: use at most 100")
+    if found:
+        return found  # the rules below assume plain one-line text
     slug = answers["project_slug"]
     if not SLUG.fullmatch(slug) or len(slug) > 64:
         found.append(

@@ -1,0 +1,128 @@
+"""Cheap structural checks of a generated project, for every cloud."""
+
+from __future__ import annotations
+
+import json
+import py_compile
+import re
+import subprocess
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CLOUDS, Baked
+
+LAYOUT = [
+    ".github/workflows/ci.yaml",
+    "configs/settings.yaml",
+    "models",
+    "notebooks",
+    "src/__init__.py",
+    "src/config.py",
+    "src/deployment/serve.py",
+    "src/models/train_model.py",
+    "tests",
+    ".gitignore",
+    "sky_task.yaml",
+    "pyproject.toml",
+    "README.md",
+]
+TASKS = {"lint", "format", "test", "train-local", "train-cloud", "serve"}
+
+
+@pytest.fixture(params=CLOUDS)
+def project(request: pytest.FixtureRequest, baker: Callable[..., Baked]) -> Baked:
+    return baker(default_cloud=request.param, project_name="Sentiment Lab")
+
+
+def test_layout(project: Baked) -> None:
+    missing = [item for item in LAYOUT if not (project.path / item).exists()]
+    assert not missing
+    assert project.path.name == "sentiment-lab"
+
+
+def test_nothing_left_unrendered(project: Baked) -> None:
+    for path in project.files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        text = re.sub(r"\$\{\{.*?\}\}", "", text)  # GitHub Actions expressions are meant to stay
+        assert "{{" not in text, path
+        assert "{%" not in text, path
+        assert "cookiecutter" not in text.replace("modern-ml-cookiecutter", ""), path
+
+
+def test_structured_files_parse(project: Baked) -> None:
+    parsed = 0
+    for path in project.files():
+        if path.suffix in {".yaml", ".yml"}:
+            yaml.safe_load(path.read_text())
+        elif path.suffix == ".toml":
+            tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            continue
+        parsed += 1
+    assert parsed >= 4
+
+
+def test_python_compiles(project: Baked) -> None:
+    sources = [path for path in project.files() if path.suffix == ".py"]
+    assert len(sources) >= 10
+    for path in sources:
+        py_compile.compile(str(path), doraise=True)
+
+
+def test_workflow_expressions_survive(project: Baked) -> None:
+    workflow = yaml.safe_load((project.path / ".github/workflows/ci.yaml").read_text())
+    text = (project.path / ".github/workflows/ci.yaml").read_text()
+    assert "${{ github.workflow }}-${{ github.ref }}" in text
+    assert workflow[True] == {"push": None, "pull_request": None}  # YAML 1.1 reads `on` as True
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["concurrency"]["cancel-in-progress"] is True
+    steps = " ".join(str(step) for step in workflow["jobs"]["lint-and-test"]["steps"])
+    for needed in ("astral-sh/setup-uv", "uv sync --locked", "uv run lint", "uv run test"):
+        assert needed in steps
+
+
+def test_cloud_choice_reaches_every_file(project: Baked) -> None:
+    cloud = yaml.safe_load((project.path / "configs/settings.yaml").read_text())["cloud"]["infra"]
+    assert cloud in CLOUDS
+    task = yaml.safe_load((project.path / "sky_task.yaml").read_text())
+    assert task["resources"]["infra"] == cloud
+    assert task["resources"]["accelerators"], "GPU choices for the cloud"
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    assert any(item.startswith(f"skypilot[{cloud}]") for item in pyproject["dependency-groups"]["cloud"])
+
+
+def test_every_task_is_a_console_script(project: Baked) -> None:
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    tasks = set(pyproject["tool"]["taskipy"]["tasks"])
+    assert tasks == TASKS
+    assert pyproject["project"]["scripts"] == dict.fromkeys(TASKS, "src.tasks:main")
+
+
+def test_answers_become_metadata(baker: Callable[..., Baked]) -> None:
+    project = baker(project_name="Tom's \"Quoted\" Project", author_name="Zoë O'Hara", model_checkpoint="org/some-model")
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "tom-s-quoted-project"
+    assert pyproject["project"]["authors"] == [{"name": "Zoë O'Hara"}]
+    settings = yaml.safe_load((project.path / "configs/settings.yaml").read_text())
+    assert settings["project"]["name"] == "Tom's \"Quoted\" Project"
+    assert settings["model"]["checkpoint"] == "org/some-model"
+    assert settings["training"]["run_name"] == "some-model-imdb"
+
+
+def test_first_commit_made(project: Baked) -> None:
+    log = subprocess.run(["git", "log", "--oneline"], cwd=project.path, capture_output=True, text=True, check=True)
+    assert "Initial commit" in log.stdout
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project.path, capture_output=True, text=True)
+    assert status.stdout == "", "everything generated is committed"
+
+
+def test_models_and_notebooks_kept_in_git(project: Baked) -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True)
+    assert "models/.gitkeep" in tracked.stdout
+    assert "notebooks/.gitkeep" in tracked.stdout

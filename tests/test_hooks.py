@@ -1,0 +1,130 @@
+"""Validation and safety of the generation hooks."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+from cookiecutter.exceptions import CookiecutterException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import TEMPLATE, bake, clean_env
+
+
+def load_hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pre_gen_project", TEMPLATE / "hooks" / "pre_gen_project.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HOOK = load_hook()
+VALID = {
+    "project_name": "My ML Project",
+    "project_slug": "my-ml-project",
+    "author_name": "Ada",
+    "model_checkpoint": "distilbert-base-uncased",
+    "default_cloud": "gcp",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("project_slug", "bad slug!"),
+        ("project_slug", "1starts-with-digit"),
+        ("project_slug", "UPPER"),
+        ("project_slug", "trailing-"),
+        ("project_slug", ""),
+        ("project_name", "   "),
+        ("project_name", "two\nlines"),
+        ("author_name", ""),
+        ("model_checkpoint", "not a hub id"),
+        ("model_checkpoint", "a/b/c"),
+        ("model_checkpoint", "org/../etc"),
+        ("default_cloud", "oracle"),
+    ],
+)
+def test_invalid_answer_is_named(field: str, value: str) -> None:
+    errors = HOOK.problems({**VALID, field: value})
+    assert len(errors) == 1
+    assert errors[0].startswith(field)
+
+
+@pytest.mark.parametrize("checkpoint", ["distilbert-base-uncased", "org/model.v2", "./local/model", "/abs/model", "~/m"])
+def test_valid_checkpoints(checkpoint: str) -> None:
+    assert HOOK.problems({**VALID, "model_checkpoint": checkpoint}) == []
+
+
+def test_bad_slug_from_the_command_line(tmp_path: Path) -> None:
+    """What a user sees: one line naming the field, a non-zero exit, an empty output folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cookiecutter = shutil.which("cookiecutter") or str(Path(sys.executable).parent / "cookiecutter")
+    result = subprocess.run(
+        [cookiecutter, str(TEMPLATE), "--no-input", "-o", str(out), "project_slug=bad slug!"],
+        capture_output=True, text=True, timeout=120, check=False, env=clean_env(MLCC_SKIP_UV_LOCK="1"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "project_slug" in line]
+    assert errors == [
+        "ERROR: project_slug 'bad slug!' is invalid: use 1-64 lowercase letters, digits, '-' or '_',"
+        " starting with a letter (e.g. my-ml-project)"
+    ]
+    assert list(out.iterdir()) == []
+
+
+# Names drawn from all of Unicode, control characters and braces included.
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names)
+def test_any_project_name_gives_a_project_or_a_clean_failure(tmp_path: Path, name: str) -> None:
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    try:
+        project = bake(out, project_name=name)
+    except CookiecutterException:
+        assert list(out.iterdir()) == [], "a failed generation leaves nothing on disk"
+        return
+    settings_text = (project.path / "configs" / "settings.yaml").read_text()
+    assert yaml.safe_load(settings_text)["project"]["name"] == name
+    assert HOOK.SLUG.fullmatch(project.path.name)
+
+
+HOSTILE = [
+    'x"); __import__("os").system("touch PWNED"); ("',
+    "x'''); __import__('os').system('touch PWNED'); ('''",
+    "x\"\"\"\nimport os; os.system('touch PWNED')\n\"\"\"",
+    "{{ cookiecutter.__class__ }}",
+    "{% raw %}{{ 7 * 7 }}{% endraw %}",
+    "\\'; touch PWNED; echo '\\",
+    "$(touch PWNED)",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("field", ["project_name", "author_name", "model_checkpoint"])
+def test_hostile_values_cannot_inject_code(tmp_path: Path, field: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        project = bake(out, **{field: value})
+    except CookiecutterException:
+        assert list(out.iterdir()) == []
+    else:
+        tomllib.loads((project.path / "pyproject.toml").read_text())
+        for path in project.path.rglob("*.py"):
+            compile(path.read_text(), str(path), "exec")
+    assert not list(tmp_path.rglob("PWNED")), "a value ran as code"
