@@ -7,7 +7,7 @@ import json
 from cookiecutter.utils import simple_filter
 
 
-@simple_filter
+@simple_filter  # type: ignore[untyped-decorator]
 def quoted(value: object) -> str:
     """`value` as a double-quoted string that TOML, YAML and JSON all read back unchanged.
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 # Template tests and offline generation set this to skip the (slow) `uv lock`.
 SKIP_LOCK_ENV = "MLCC_SKIP_UV_LOCK"
@@ -51,7 +52,7 @@ def commit() -> str:
 
 def main() -> int:
     notes = [lock(), commit()]
-    project = os.path.basename(os.getcwd())
+    project = Path.cwd().name
     print("\n".join(f"  - {note}" for note in notes))
     print(
         f"\nNext:\n  cd {project}\n  uv sync\n  uv run train-local --smoke   # offline check, under a minute\n"

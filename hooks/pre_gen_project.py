@@ -26,7 +26,9 @@ def problems(answers: dict[str, str]) -> list[str]:
     for field in ("project_name", "author_name", "model_checkpoint"):
         value = answers[field]
         if any(unicodedata.category(char).startswith("C") for char in value):
-            found.append(f"{field} {value!r} contains a control or invisible character (newline, tab...): use plain text")
+            found.append(
+                f"{field} {value!r} contains a control or invisible character (newline, tab...): use plain text"
+            )
         elif field == "model_checkpoint":
             continue  # checked below: a Hub id or a path
         elif not value.strip():
@@ -54,7 +56,7 @@ def problems(answers: dict[str, str]) -> list[str]:
 
 
 def main() -> int:
-    answers = json.loads(r'''{{ cookiecutter | tojson }}''')
+    answers = json.loads(r"""{{ cookiecutter | tojson }}""")
     errors = problems(answers)
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,5 +60,5 @@ def bake(output_dir: Path, lock: bool = False, **answers: Any) -> Baked:
 
 
 @pytest.fixture
-def baker(tmp_path: Path) -> Iterator[Callable[..., Baked]]:
-    yield lambda **answers: bake(tmp_path / "out", **answers)
+def baker(tmp_path: Path) -> Callable[..., Baked]:
+    return lambda **answers: bake(tmp_path / "out", **answers)

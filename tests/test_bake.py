@@ -8,7 +8,6 @@ import re
 import subprocess
 import tomllib
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import yaml
@@ -105,12 +104,12 @@ def test_every_task_is_a_console_script(project: Baked) -> None:
 
 
 def test_answers_become_metadata(baker: Callable[..., Baked]) -> None:
-    project = baker(project_name="Tom's \"Quoted\" Project", author_name="Zoë O'Hara", model_checkpoint="org/some-model")
+    project = baker(project_name='Tom\'s "Quoted" Project', author_name="Zoë O'Hara", model_checkpoint="org/some-model")
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == "tom-s-quoted-project"
     assert pyproject["project"]["authors"] == [{"name": "Zoë O'Hara"}]
     settings = yaml.safe_load((project.path / "configs/settings.yaml").read_text())
-    assert settings["project"]["name"] == "Tom's \"Quoted\" Project"
+    assert settings["project"]["name"] == 'Tom\'s "Quoted" Project'
     assert settings["model"]["checkpoint"] == "org/some-model"
     assert settings["training"]["run_name"] == "some-model-imdb"
 
