@@ -33,9 +33,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Baked:
     path: Path
 
-    def run(self, *command: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *command: str, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            list(command), cwd=self.path, env=clean_env(**env),
+            list(command), cwd=self.path, env=clean_env(**(env or {})),
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 

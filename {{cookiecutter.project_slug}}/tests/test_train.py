@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +91,13 @@ def test_train_local_smoke_subprocess(tmp_path: Path) -> None:
 def test_unreachable_hub_fails_fast_and_points_to_smoke(tmp_path: Path) -> None:
     # An endpoint on a closed local port: the same failure as no internet, but instant.
     env = clean_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub-cache"))
-    started = time.monotonic()
+    # The timeout is a hang guard; Hub retries would take most of a minute.
     result = subprocess.run(
         [sys.executable, "-m", "src.models.launch"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     assert result.returncode == 2
-    assert time.monotonic() - started < 10
+    assert "accelerate" not in result.stderr, "it stopped before launching the training"
     assert "--smoke" in result.stderr
     assert load_settings(environ={}).model.checkpoint in result.stderr
     assert "Traceback" not in result.stderr
