@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,9 +72,8 @@ def test_bad_slug_from_the_command_line(tmp_path: Path) -> None:
     """What a user sees: one line naming the field, a non-zero exit, an empty output folder."""
     out = tmp_path / "out"
     out.mkdir()
-    cookiecutter = shutil.which("cookiecutter") or str(Path(sys.executable).parent / "cookiecutter")
     result = subprocess.run(
-        [cookiecutter, str(TEMPLATE), "--no-input", "-o", str(out), "project_slug=bad slug!"],
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "--no-input", "-o", str(out), "project_slug=bad slug!"],
         capture_output=True, text=True, timeout=120, check=False, env=clean_env(MLCC_SKIP_UV_LOCK="1"),
     )  # fmt: skip
     assert result.returncode != 0

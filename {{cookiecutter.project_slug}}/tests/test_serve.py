@@ -18,6 +18,7 @@ import pytest
 
 from src.config import PROJECT_ROOT
 from src.deployment.classifier import Classifier
+from src.deployment.serve import PredictRequest
 
 API_KEY = "test-key-123"
 
@@ -94,6 +95,12 @@ TEXTS = [
     "the plot was quite moving and the cast brilliant",
     "tedious",
 ] * 16
+
+
+@pytest.mark.parametrize("body", [{}, {"text": 5}, {"text": ""}, {"text": " \n "}, {"text": "x", "extra": 1}])
+def test_request_schema_rejects(body: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"text|extra"):
+        PredictRequest.model_validate(body)
 
 
 def test_prediction_schema(server: str) -> None:

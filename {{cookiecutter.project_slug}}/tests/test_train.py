@@ -15,6 +15,7 @@ from transformers.trainer_utils import EvalPrediction
 from src.config import PROJECT_ROOT, load_settings
 from src.deployment.classifier import Classifier
 from src.models.artifacts import resolve_model_dir
+from src.models.launch import command
 from src.models.train_model import CHECKPOINTS, compute_metrics, train
 from tests.conftest import make_settings
 
@@ -34,6 +35,15 @@ def test_compute_metrics() -> None:
     metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
     assert metrics["accuracy"] == pytest.approx(0.75)
     assert metrics["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_launch_command_sets_every_accelerate_flag() -> None:
+    argv = command(["--smoke"])
+    for flag in ("--num_processes", "--num_machines", "--mixed_precision", "--dynamo_backend"):
+        assert flag in argv, f"{flag} missing: accelerate would warn about defaults"
+    threads = int(argv[argv.index("--num_cpu_threads_per_process") + 1])
+    assert threads >= 1
+    assert argv[-3:] == ["-m", "src.models.train_model", "--smoke"], "arguments pass through"
 
 
 def test_smoke_run_publishes_a_loadable_model(trained_model: Path) -> None:
