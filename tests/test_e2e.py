@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLOUDS, Baked, bake
+from tests.conftest import CLOUDS, TEMPLATE, Baked, bake
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +110,67 @@ def test_train_cloud_offline(
     assert f"{cloud} has no usable credentials" in launch.stderr
     assert "Traceback" not in launch.stderr
     assert not sky_servers(), "no SkyPilot API server left running"
+
+
+PANTS_RESULT = re.compile(r"^[✓✕] (tests/\S+) (succeeded|failed)(?: in [\d.]+s)?(?: \((memoized|cached[^)]*)\))?", re.M)
+
+
+def pants_test_outcomes(output: str) -> dict[str, str]:
+    """Per test file: 'ran', 'memoized' or 'cached', from Pants' summary lines."""
+    return {match[1]: match[3].split()[0] if match[3] else "ran" for match in PANTS_RESULT.finditer(output)}
+
+
+def test_template_checkout_passes_pants() -> None:
+    template = Baked(TEMPLATE)
+    result = template.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    outcomes = pants_test_outcomes(result.stderr)
+    assert {"tests/test_bake.py", "tests/test_hooks.py"} <= set(outcomes)
+
+
+def test_pants_in_generated_project_is_cached_and_incremental(
+    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    project = project_for("gcp", synced, tmp_path_factory)
+    try:
+        cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
+        assert cold.returncode == 0, cold.stderr[-5000:]
+        first = pants_test_outcomes(cold.stderr)
+        assert len(first) == 4, first
+        assert "ruff check succeeded" in cold.stderr
+        assert "ruff format succeeded" in cold.stderr
+        assert "mypy succeeded" in cold.stderr
+
+        again = project.run("./pants", "test", "::")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert set(pants_test_outcomes(again.stderr).values()) <= {"memoized", "cached"}
+
+        serve = project.path / "src" / "deployment" / "serve.py"
+        serve.write_text(serve.read_text() + "# touched by the template tests\n")
+        changed = project.run("./pants", "test", "::")
+        assert changed.returncode == 0, changed.stderr[-3000:]
+        reran = [name for name, how in pants_test_outcomes(changed.stderr).items() if how == "ran"]
+        assert "tests/test_serve.py" in reran
+        assert 1 <= len(reran) < len(first), f"only tests depending on serve.py re-run, got {reran}"
+    finally:
+        project.run("./pants", "kill-pantsd")
+
+
+def test_pants_and_uv_use_the_same_tool_versions(
+    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    project = project_for("gcp", synced, tmp_path_factory)
+    lockfile = project.path / "3rdparty" / "python-default.lock"
+    if not lockfile.exists():
+        result = project.run("./pants", "generate-lockfiles", timeout=3600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    uv_lock = tomllib.loads((project.path / "uv.lock").read_text())
+    uv_versions = {package["name"]: package["version"] for package in uv_lock["package"]}
+    pants_lock = json.loads("".join(line for line in lockfile.read_text().splitlines() if not line.startswith("//")))
+    pants_versions = {
+        requirement["project_name"]: requirement["version"]
+        for resolve in pants_lock["locked_resolves"]
+        for requirement in resolve["locked_requirements"]
+    }
+    for tool in ("ruff", "mypy", "pytest", "torch", "transformers"):
+        assert pants_versions[tool] == uv_versions[tool], tool
