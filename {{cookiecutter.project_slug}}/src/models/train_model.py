@@ -137,7 +137,7 @@ def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict
     checkpoint_dir = training.output_dir / CHECKPOINTS / training.run_name
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
-        logger.warning("Resuming run %r from %s", training.run_name, resume_from)
+        logger.info("Resuming run %r from %s", training.run_name, resume_from)
     trainer = Trainer(
         model=model,
         args=training_arguments(training, checkpoint_dir),
@@ -186,7 +186,7 @@ def _publish(trainer: Trainer, settings: Settings, metrics: dict[str, Any]) -> P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.warning("Saved %s (accuracy %.3f); %s now points at it", final, metrics["accuracy"], output_dir / "latest")
+    logger.info("Saved %s (accuracy %.3f); %s now points at it", final, metrics["accuracy"], output_dir / "latest")
     return final
 
 
@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fine-tune the model in configs/settings.yaml.")
     parser.add_argument("--smoke", action="store_true", help="offline: tiny model and data, seconds on a CPU")
     args = parser.parse_args(argv)
+    # Libraries log at WARNING and above; this project's own progress at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)  # named __main__ under `python -m`
     try:
         metrics = train(load_run_settings(args.smoke))
     except (SettingsError, TrainingError, DataError) as error:

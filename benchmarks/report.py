@@ -1,0 +1,87 @@
+"""Render benchmarks/results/*.json as Markdown into README.md (between the markers).
+
+uv run python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def sections() -> list[str]:
+    out = []
+    if first := load("first_train"):
+        seconds = first["seconds"]
+        kinds = list(seconds)
+        steps = list(seconds[kinds[0]])
+        out.append(
+            f"**Time to first train** (`benchmarks/first_train.py`, {first['machine']}), seconds:\n\n"
+            + markdown_table(["step", *kinds], [[step, *(seconds[kind][step] for kind in kinds)] for step in steps])
+        )
+    if training := load("training_throughput"):
+        rows = [[mode, value] for mode, value in training["samples_per_second"].items()]
+        rows += [[f"speed-up: {name}", f"{value:.2f}x"] for name, value in training["speedup"].items()]
+        out.append(
+            f"**Training throughput** (`benchmarks/training_throughput.py`): {training['model']}, "
+            f"{training['samples']} imdb-like reviews (median {training['length_median']:.0f} tokens, "
+            f"cut at {training['max_length']}), batch {training['batch_size']}, {training['device']}:\n\n"
+            + markdown_table(["mode", "samples/s"], rows)
+        )
+    if serving := load("serving_throughput"):
+        rows = [
+            [mode, level, r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"]]
+            for mode, by_level in serving["served"].items()
+            for level, r in by_level.items()
+        ]
+        ratios = "; ".join(f"{name}: **{value:.2f}**" for name, value in serving["ratios"].items())
+        out.append(
+            f"**Serving** (`benchmarks/serving_throughput.py`): {serving['model']}, short reviews "
+            f"(~{serving['mean_words_per_text']:.0f} words), client and server on the same {serving['machine']}. "
+            f"In-process batched ceiling: {serving['in_process_ceiling_samples_per_second']:.1f} samples/s. "
+            f"{ratios}.\n\n"
+            + markdown_table(["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows)
+        )
+    if pants := load("pants_timings"):
+        rows = [[run, value] for run, value in pants["seconds"].items()]
+        reran = ", ".join(pants["rerun_after_editing_serve_py"]) or "none"
+        total = len(pants["tests"]["after editing serve.py"])
+        out.append(
+            f"**Pants** in a generated project (`benchmarks/pants_timings.py`), seconds. After appending a "
+            f"comment to `src/deployment/serve.py`, re-ran: {reran} (of {total} test files).\n\n"
+            + markdown_table(["run", "seconds"], rows)
+        )
+    return out
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    body = "\n\n".join(sections()) or "No results yet: run the scripts in benchmarks/."
+    readme.write_text(f"{before}{START}\n{body}\n{END}{after}")
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
