@@ -71,6 +71,10 @@ def test_interrupted_run_resumes_and_never_moves_latest(smoke_assets: dict[str, 
     assert not (tmp_path / "resumable").exists(), "no half model where the server looks"
     assert (tmp_path / CHECKPOINTS / "resumable" / "checkpoint-5").is_dir()
 
+    half_written = tmp_path / CHECKPOINTS / "resumable" / "checkpoint-9"  # killed while saving
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"truncated")
+
     metrics = train(settings)
     assert metrics["resumed_from_step"] == 5
     assert metrics["global_step"] == 12

@@ -68,8 +68,16 @@ def precision(choice: str) -> str:
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The Trainer's newest `checkpoint-<step>` folder, if any."""
-    steps = [path for path in checkpoint_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    """The Trainer's newest complete `checkpoint-<step>` folder, if any.
+
+    trainer_state.json is written last: a checkpoint cut off by a kill or a preemption
+    lacks it and is passed over for the one before.
+    """
+    steps = [
+        path
+        for path in checkpoint_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]
     return max(steps, key=lambda path: int(path.name.split("-")[-1]), default=None)
 
 
