@@ -14,6 +14,5 @@ cd "$project"
 uv sync
 uv run train-local --smoke
 echo
-echo "Trained: $project/models/latest -> $(readlink "$project/models/latest")"
-cat "$project/models/latest/metrics.json"
+echo "Trained: $project/models/latest -> $(readlink "$project/models/latest") (metrics above)"
 echo "Serve it: cd $project && uv run serve"
