@@ -116,6 +116,7 @@ def _load_model(settings: Settings, labels: list[str]) -> tuple[Any, Any]:
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: index for index, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on other labels gets a new head
         )
     except OSError as error:
         if Path(checkpoint).expanduser().exists():
@@ -172,7 +173,7 @@ def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict
     if trainer.is_world_process_zero():
         _publish(trainer, settings, metrics)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: a rerun starts afresh
-        if not any(checkpoint_dir.parent.iterdir()):
+        if checkpoint_dir.parent.is_dir() and not any(checkpoint_dir.parent.iterdir()):
             checkpoint_dir.parent.rmdir()
     return metrics
 
