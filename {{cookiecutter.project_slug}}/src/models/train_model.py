@@ -82,6 +82,7 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> TrainingArguments:
+    dtype = precision(training.mixed_precision)
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         run_name=training.run_name,
@@ -102,8 +103,8 @@ def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> Trai
         dataloader_num_workers=training.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
-        bf16=precision(training.mixed_precision) == "bf16",
-        fp16=precision(training.mixed_precision) == "fp16",
+        bf16=dtype == "bf16",
+        fp16=dtype == "fp16",
     )
 
 
