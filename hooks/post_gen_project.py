@@ -1,12 +1,17 @@
 """Make the freshly generated project usable at once.
 
 Locks the dependencies with uv (when uv and the package index answer), makes the
-first git commit (when git is present), then prints the next commands. Nothing
-here is fatal: a missing tool becomes a note saying what to run by hand.
+first git commit (when git is present), installs the pre-commit git hook if the
+user asked for it, then prints the next commands. Under cruft it only renders.
+Nothing here is fatal: a missing tool becomes a note saying what to run by hand.
+
+Cookiecutter renders this file with Jinja; the answers arrive as JSON, as in
+pre_gen_project.py, inside main() so the file stays importable.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -50,8 +55,42 @@ def commit() -> str:
     return "created a git repository with a first commit"
 
 
+def install_git_hook(answer: str) -> str:
+    later = "`uv run pre-commit install` adds it"
+    if answer != "yes":
+        return f"pre-commit git hook not installed (install_pre_commit={answer}): {later}"
+    if shutil.which("uv") is None:
+        return f"uv is not installed, so the pre-commit git hook is not either: install uv, then {later}"
+    if not Path(".git").is_dir():
+        return f"this project has no git repository of its own: after `git init`, {later}"
+    try:
+        # Only the dev group (pre-commit and the tools its hooks call): fast, no torch download.
+        result = run(["uv", "run", "--only-group", "dev", "pre-commit", "install"], timeout=LOCK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"installing pre-commit took over {LOCK_TIMEOUT_S} s (is the package index reachable?): {later}"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"`uv run pre-commit install` failed ({last}): run it again once the package index is reachable"
+    return "installed the pre-commit git hook: every commit runs ruff, mypy and the file checks"
+
+
+def rendered_by_cruft(answers: dict[str, object]) -> bool:
+    # cruft adds the template's commit to the answers (plain cookiecutter does not), for
+    # `cruft create` and for the two throwaway renders `cruft update` diffs. Those renders
+    # must hold only template files: a `.git` or a fresh uv.lock in them would be diffed
+    # too, and the update would not apply.
+    return "_commit" in answers
+
+
 def main() -> int:
-    notes = [lock(), commit()]
+    answers = json.loads(r"""{{ cookiecutter | tojson }}""")
+    if rendered_by_cruft(answers):
+        notes = [
+            "rendered by cruft: left uv, git and pre-commit alone; in a new project run `uv lock`,"
+            " then `git init` and commit everything, .cruft.json included"
+        ]
+    else:
+        notes = [lock(), commit(), install_git_hook(answers["install_pre_commit"])]
     project = Path.cwd().name
     print("\n".join(f"  - {note}" for note in notes))
     print(

@@ -14,6 +14,7 @@ import sys
 import unicodedata
 
 CLOUDS = ("gcp", "aws", "azure")
+YES_NO = ("no", "yes")
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 # A Hub id is "name" or "org/name"; anything else must look like a filesystem path.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -52,6 +53,8 @@ def problems(answers: dict[str, str]) -> list[str]:
         )
     if answers["default_cloud"] not in CLOUDS:
         found.append(f"default_cloud {answers['default_cloud']!r} is invalid: choose one of {', '.join(CLOUDS)}")
+    if answers["install_pre_commit"] not in YES_NO:
+        found.append(f"install_pre_commit {answers['install_pre_commit']!r} is invalid: answer 'no' or 'yes'")
     return found
 
 

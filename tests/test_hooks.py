@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ VALID = {
     "author_name": "Ada",
     "model_checkpoint": "distilbert-base-uncased",
     "default_cloud": "gcp",
+    "install_pre_commit": "no",
 }
 
 
@@ -53,6 +55,8 @@ VALID = {
         ("model_checkpoint", "a/b/c"),
         ("model_checkpoint", "org/../etc"),
         ("default_cloud", "oracle"),
+        ("install_pre_commit", "y"),
+        ("install_pre_commit", "true"),
     ],
 )
 def test_invalid_answer_is_named(field: str, value: str) -> None:
@@ -83,6 +87,17 @@ def test_bad_slug_from_the_command_line(tmp_path: Path) -> None:
         " starting with a letter (e.g. my-ml-project)"
     ]
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("answer", ["no", "yes"])
+def test_install_pre_commit_answers(answer: str) -> None:
+    assert HOOK.problems({**VALID, "install_pre_commit": answer}) == []
+
+
+def test_install_pre_commit_defaults_to_no() -> None:
+    cookiecutter_json = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    assert cookiecutter_json["install_pre_commit"][0] == "no", "the first choice is the default"
+    assert cookiecutter_json["__prompts__"]["install_pre_commit"]["__prompt__"]
 
 
 # Names drawn from all of Unicode, control characters and braces included.
