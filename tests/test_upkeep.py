@@ -200,8 +200,8 @@ def test_installed_hook_refuses_a_bad_commit(hooked: Baked, tmp_path: Path) -> N
     hooked.run("git", "add", "notes.md")
     refused = hooked.run("git", "commit", "--message", "notes", env=offline(tmp_path))
     assert refused.returncode != 0
-    assert "trailing-whitespace" in refused.stdout
+    assert "- hook id: trailing-whitespace" in refused.stderr  # git sends a hook's output to stderr
     assert (hooked.path / "notes.md").read_text() == "trailing spaces\n", "the hook fixed the file"
     hooked.run("git", "add", "notes.md")
     accepted = hooked.run("git", "commit", "--message", "notes", env=offline(tmp_path))
-    assert accepted.returncode == 0, accepted.stdout[-3000:]
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
