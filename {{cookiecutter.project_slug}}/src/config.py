@@ -1,24 +1,33 @@
 """Settings: `configs/settings.yaml`, validated by one Pydantic model tree.
 
-Every field can be overridden by an environment variable named after its dotted path
-with `__` between the parts (`TRAINING__MAX_STEPS=10`); values are parsed as YAML, so
-`SERVING__PORT=9000` is an int and `DATA__DATASET=null` is None. `SETTINGS_FILE`
-points at another settings file.
+Layers, lowest first: the settings file (`SETTINGS_FILE` points at another one), overlay
+files such as `configs/smoke.yaml`, environment variables named after a field's dotted
+path with `__` between the parts (`TRAINING__MAX_STEPS=10`, parsed as YAML so
+`SERVING__PORT=9000` is an int and `DATA__DATASET=null` is None), then command-line
+flags. Every layer goes through the same validation; an error names the file, the field
+and the variable or flag that set it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+
+from src.cli import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "configs" / "settings.yaml"
+SMOKE_SETTINGS_FILE = PROJECT_ROOT / "configs" / "smoke.yaml"
 SETTINGS_FILE_ENV = "SETTINGS_FILE"
+# Names the run folder format keeps for itself (see src/runs.py).
+RESERVED_RUN_NAMES = {"latest"}
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 def _under_project_root(value: Path) -> Path:
@@ -27,9 +36,40 @@ def _under_project_root(value: Path) -> Path:
     return value if value.is_absolute() else PROJECT_ROOT / value
 
 
+def _not_reserved(name: str) -> str:
+    if name.lower() in RESERVED_RUN_NAMES:
+        raise ValueError(f"{name!r} is reserved for the run folder format: choose another name")
+    return name
+
+
+def _model_folder_or_hub_id(checkpoint: str) -> str:
+    looks_like_path = checkpoint.startswith(("/", "./", "../", "~")) or Path(checkpoint).expanduser().exists()
+    if looks_like_path:
+        folder = _under_project_root(Path(checkpoint))
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is not a folder: give a saved model folder or a Hub id such as org/name")
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} holds no config.json: it is not a saved model (save_pretrained writes one)")
+        return str(folder)
+    if not HUB_ID.fullmatch(checkpoint) or ".." in checkpoint:
+        raise ValueError("not a Hub id ('name' or 'org/name') nor a path ('/', './', '../', '~/')")
+    return checkpoint
+
+
+def _listen_address(host: object) -> object:
+    # LitServe accepts only these literals; "localhost" means the loopback address.
+    return "127.0.0.1" if isinstance(host, str) and host.strip().lower() == "localhost" else host
+
+
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 ProjectPath = Annotated[Path, AfterValidator(_under_project_root)]
-RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+RunName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$"),
+    AfterValidator(_not_reserved),
+]
+Checkpoint = Annotated[NonEmpty, AfterValidator(_model_folder_or_hub_id)]
+ListenAddress = Annotated[Literal["127.0.0.1", "0.0.0.0", "::"], BeforeValidator(_listen_address)]  # noqa: S104
 
 
 class Section(BaseModel):
@@ -41,7 +81,7 @@ class ProjectSettings(Section):
 
 
 class ModelSettings(Section):
-    checkpoint: NonEmpty = Field(description="Hub id or local folder with a model and tokenizer")
+    checkpoint: Checkpoint = Field(description="Hub id or local folder with a model and tokenizer")
     max_length: int = Field(ge=8, le=8192)
 
 
@@ -70,16 +110,18 @@ class TrainingSettings(Section):
     warmup_fraction: float = Field(ge=0, lt=1)
     group_by_length: bool
     mixed_precision: Literal["auto", "bf16", "fp16", "no"]
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, lt=2**32)  # numpy's and torch's seeds are 32-bit
     logging_steps: int = Field(ge=1)
     save_steps: int = Field(ge=1)
     save_total_limit: int = Field(ge=1)
-    dataloader_num_workers: int = Field(ge=0)
+    dataloader_num_workers: int = Field(ge=0, le=64)
+    num_processes: int | None = Field(default=None, ge=1, le=4096, description="null: one per GPU, one on CPU")
+    distributed_port: int = Field(default=29500, ge=1024, le=65535)
 
 
 class ServingSettings(Section):
     model_dir: ProjectPath
-    host: NonEmpty
+    host: ListenAddress
     port: int = Field(ge=1, le=65535)
     accelerator: Literal["auto", "cpu", "cuda", "mps"]
     workers_per_device: int = Field(ge=1, le=64)
@@ -91,9 +133,10 @@ class ServingSettings(Section):
 
 class CloudSettings(Section):
     infra: Annotated[str, StringConstraints(pattern=r"^(gcp|aws|azure)(/[A-Za-z0-9_-]+){0,2}$")]
-    cluster_name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+    cluster_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     task_file: ProjectPath
-    gpus: NonEmpty | None = None
+    gpus: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(:[1-9][0-9]{0,2})?$")] | None = None
+    num_nodes: int = Field(default=1, ge=1, le=512)
     use_spot: bool
     managed: bool
     idle_minutes_to_autostop: int | None = Field(ge=1)
@@ -109,30 +152,51 @@ class Settings(Section):
     cloud: CloudSettings
 
 
-class SettingsError(Exception):
-    """A settings file or override is unusable; the message says where and why."""
+class SettingsError(UserError):
+    """A settings file, variable or flag is unusable; the message says where and why."""
 
 
-def settings_path() -> Path:
-    return Path(os.environ.get(SETTINGS_FILE_ENV) or DEFAULT_SETTINGS_FILE)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def settings_path(environ: Mapping[str, str] | None = None) -> Path:
+    value = (os.environ if environ is None else environ).get(SETTINGS_FILE_ENV)
+    return _under_project_root(Path(value)) if value else DEFAULT_SETTINGS_FILE
+
+
+def _read_yaml(path: Path, overlay: bool = False) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingsError(
             f"{path}: settings file not found (set {SETTINGS_FILE_ENV} or restore configs/settings.yaml)"
         ) from None
+    except IsADirectoryError:
+        raise SettingsError(f"{path}: is a folder, not a settings file") from None
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     except OSError as error:
         raise SettingsError(f"{path}: cannot read settings file ({error.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(error, "problem", None) or str(error)
         raise SettingsError(f"{path}: malformed YAML{line}: {problem}") from None
+    if data is None and overlay:
+        return {}  # an empty overlay changes nothing
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping of sections (project, model, ...) at the top")
     return data
@@ -156,6 +220,17 @@ def _env_overrides(model: type[BaseModel], environ: Mapping[str, str], prefix: s
     return found
 
 
+def env_override_names(environ: Mapping[str, str]) -> list[str]:
+    """The `SECTION__FIELD` variables in `environ` that name a real field."""
+    fields = {
+        f"{section.upper()}__{name.upper()}"
+        for section, info in Settings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+        for name in info.annotation.model_fields
+    }
+    return sorted(name for name in environ if name in fields)
+
+
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -166,35 +241,63 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _describe(error: ValidationError, path: Path) -> str:
-    lines = [f"{path}: {error.error_count()} invalid setting(s)"]
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in dotted.items():
+        section, _, field = path.partition(".")
+        nested.setdefault(section, {})[field] = value
+    return nested
+
+
+def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str]) -> str:
+    problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"])
-        env_name = "__".join(str(part).upper() for part in item["loc"])
+        leaf = ".".join(str(part) for part in item["loc"][:2])
         if item["type"] == "extra_forbidden":
             problem = "unknown key (check the spelling or remove it)"
         elif item["type"] == "missing":
             problem = "missing: add it to the file"
         else:
-            problem = f"{item['msg']} (got {item.get('input')!r})"
-        lines.append(f"  {field}: {problem}  [override: {env_name}]")
-    return "\n".join(lines)
+            shown = repr(item.get("input"))
+            message = item["msg"].removeprefix("Value error, ")
+            problem = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
+        if leaf in flag_names:
+            where = f"  [flag: {flag_names[leaf]}]"
+        elif len(item["loc"]) >= 2 and item["type"] != "extra_forbidden":
+            where = "  [override: " + "__".join(str(part).upper() for part in item["loc"][:2]) + "]"
+        else:
+            where = ""  # a whole section: no variable sets it
+        problems.append(f"{field}: {problem}{where}")
+    if len(problems) == 1:
+        return f"{path}: {problems[0]}"
+    return "\n".join([f"{path}: {len(problems)} invalid settings", *(f"  {line}" for line in problems)])
 
 
 def load_settings(
     path: Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overlays: Sequence[Path] = (),
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> Settings:
-    """Read the file, apply `overrides` then the environment, validate.
+    """Read the file, then the overlay files, `overrides`, the environment and the flags; validate.
 
-    Raises SettingsError naming the file, the dotted field and the problem.
+    `flags` maps a dotted field to (flag name, value), e.g. {"serving.port": ("--port", 0)};
+    a value of None means the flag was not given. Raises SettingsError naming the file,
+    the dotted field and the variable or flag to change.
     """
     environ = os.environ if environ is None else environ
-    path = settings_path() if path is None else path
-    data = _merge(_read_yaml(path), overrides or {})
+    path = settings_path(environ) if path is None else path
+    data = _read_yaml(path)
+    for overlay in overlays:
+        data = _merge(data, _read_yaml(overlay, overlay=True))
+    data = _merge(data, overrides or {})
     data = _merge(data, _env_overrides(Settings, environ))
+    given = {field: value for field, (_, value) in (flags or {}).items() if value is not None}
+    data = _merge(data, _nest(given))
     try:
         return Settings.model_validate(data)
     except ValidationError as error:
-        raise SettingsError(_describe(error, path)) from None
+        names = {field: name for field, (name, value) in (flags or {}).items() if value is not None}
+        raise SettingsError(_describe(error, path, names)) from None

@@ -2,18 +2,37 @@
 
 `[project.scripts]` maps every task name to this function, so `uv run lint` runs the
 same command as `uv run task lint`: the taskipy table stays the single definition.
+The exit code is the task's own: taskipy swallows Ctrl-C and would report 0 for an
+interrupted task, so this process waits for the task (which gets the Ctrl-C from the
+terminal too) and reports 130 when it was interrupted.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from taskipy.cli import run
+
+from src.cli import EXIT_INTERRUPTED
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
+    interrupted = False
+
+    def note_interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True  # the task's processes got the same Ctrl-C and stop themselves
+
+    signal.signal(signal.SIGINT, note_interrupt)
     task = Path(sys.argv[0]).stem  # "lint", or "lint.exe" on Windows
-    sys.exit(run([task, *sys.argv[1:]], cwd=PROJECT_ROOT))
+    code = run([task, *sys.argv[1:]], cwd=PROJECT_ROOT)
+    if code is None or code < 0:  # the shell died of a signal
+        code = 128 + (-code if code else signal.SIGINT)
+    if interrupted and code == 0:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -1,37 +1,58 @@
-"""Shared fixtures: a tiny offline model and dataset, and settings pointing at tmp folders.
-
-The tests run the real code paths (Trainer, LitServe, SkyPilot's schema) on a model of
-~230k parameters, so the suite needs no network and a few minutes on a laptop CPU.
-"""
+"""Helpers every test may use; nothing heavy is imported here (tests/integration/conftest.py
+holds the fixtures that build and train models), so settings and command tests stay light."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from src.config import PROJECT_ROOT, Settings, load_settings
-from src.models import smoke
+from src.config import PROJECT_ROOT
 
 
-@pytest.fixture(scope="session")
-def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return smoke.build(tmp_path_factory.mktemp("smoke") / "assets")
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without settings overrides, SETTINGS_FILE or an API key, plus `extra`."""
+    dropped = {"SETTINGS_FILE", "LIT_SERVER_API_KEY", "HF_TOKEN"}
+    env = {key: value for key, value in os.environ.items() if "__" not in key and key not in dropped}
+    env = {key: value for key, value in env.items() if not key.startswith("SKYPILOT_")}
+    return {**env, **extra}
 
 
-def make_settings(assets: dict[str, Path], output_dir: Path, **training: Any) -> Settings:
-    """Smoke settings writing under output_dir; keyword arguments override training.*."""
-    overrides = smoke.overrides(assets)
-    overrides["training"] = {**overrides["training"], "output_dir": str(output_dir), **training}
-    return load_settings(PROJECT_ROOT / "configs" / "settings.yaml", environ={}, overrides=overrides)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
-@pytest.fixture(scope="session")
-def trained_model(smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smoke model trained once per session; returns its published folder."""
-    from src.models.train_model import train
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` in the project root, as a task runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=PROJECT_ROOT, env=clean_env() if env is None else env,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
 
-    output_dir = tmp_path_factory.mktemp("runs")
-    train(make_settings(smoke_assets, output_dir, num_train_epochs=2.0))
-    return output_dir / "smoke"
+
+def only_error_line(stderr: str) -> str:
+    """The stderr of a failed command: exactly one `error:` line and no traceback."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+def sky_api_servers() -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "sky.server.server" in cmdline or "sky/server/server.py" in cmdline:
+            found.append(cmdline)
+    return found

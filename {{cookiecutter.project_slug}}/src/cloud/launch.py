@@ -4,7 +4,10 @@ Builds `sky launch -c <cluster> sky_task.yaml --infra <cloud> ...` from
 configs/settings.yaml (`--managed`: `sky jobs launch`, which recovers from spot
 preemption), validates the task and the cloud's credentials offline, then hands over
 to `sky`. `--dry-run` prints the command after the offline validation and stops.
-Unknown arguments are passed to sky (`-y`, `--env KEY=VALUE`, ...).
+Every flag is a settings override, validated like the file. Everything set locally
+reaches the cloud run: each `SECTION__FIELD` variable and `SETTINGS_FILE` are passed with
+`--env`, so the cloud trains with exactly the settings `--dry-run` shows; secrets are
+passed by name only. Unknown arguments are passed to sky (`-y`, `--env KEY=VALUE`, ...).
 """
 
 from __future__ import annotations
@@ -15,50 +18,95 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from src.config import CloudSettings, SettingsError, load_settings
+import yaml
+
+from src import cli
+from src.cli import UserError
+from src.config import PROJECT_ROOT, SETTINGS_FILE_ENV, Settings, env_override_names, load_settings
 
 SECRETS = ("HF_TOKEN",)
 INSTALL_HINT = "SkyPilot is not installed: run `uv sync --group cloud` (or `uv sync --all-groups`)"
 
 
-class CloudError(Exception):
+class CloudError(UserError):
     """The launch cannot go ahead; the message names the cloud or file and the fix."""
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description="Fine-tune on the cloud with SkyPilot.")
+    parser = argparse.ArgumentParser(prog="train-cloud", description="Fine-tune on the cloud with SkyPilot.")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the command only")
     parser.add_argument("--managed", action="store_true", default=None, help="managed job (spot recovery)")
     parser.add_argument("--infra", help="cloud[/region], e.g. aws or gcp/us-central1")
     parser.add_argument("--gpus", help="accelerators, e.g. L4:1 (default: the choices in the task file)")
+    parser.add_argument("--num-nodes", type=int, help="machines to train on together (default: cloud.num_nodes)")
     parser.add_argument("--spot", action="store_true", default=None, help="use spot/preemptible capacity")
     parser.add_argument("--cluster", help="cluster or managed-job name")
     return parser.parse_known_args(argv)
 
 
-def build_command(
-    cloud: CloudSettings, args: argparse.Namespace, passthrough: Sequence[str], environ: dict[str, str], run_name: str
-) -> list[str]:
+def flags(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    return {
+        "cloud.managed": ("--managed", args.managed),
+        "cloud.infra": ("--infra", args.infra),
+        "cloud.gpus": ("--gpus", args.gpus),
+        "cloud.num_nodes": ("--num-nodes", args.num_nodes),
+        "cloud.use_spot": ("--spot", args.spot),
+        "cloud.cluster_name": ("--cluster", args.cluster),
+    }
+
+
+def task_envs(task_file: Path) -> set[str]:
+    """Variables the task file sets itself (they win over forwarded local values)."""
+    try:
+        task = yaml.safe_load(task_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return set()
+    envs = task.get("envs") if isinstance(task, dict) else None
+    return set(envs) if isinstance(envs, dict) else set()
+
+
+def forwarded_env(environ: Mapping[str, str], task_file: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, value) of every settings override to pass to the cloud run, and those the task sets."""
+    own = task_envs(task_file)
+    names = env_override_names(environ)
+    forwarded = [(name, environ[name]) for name in names if name not in own]
+    if environ.get(SETTINGS_FILE_ENV):
+        settings_file = Path(environ[SETTINGS_FILE_ENV])
+        absolute = settings_file if settings_file.is_absolute() else PROJECT_ROOT / settings_file
+        try:
+            relative = absolute.resolve().relative_to(PROJECT_ROOT)
+        except ValueError:
+            raise CloudError(
+                f"{SETTINGS_FILE_ENV}={settings_file} is outside the project, so the cloud run cannot see it "
+                "(the project folder is what SkyPilot uploads): move it into the project"
+            ) from None
+        forwarded.append((SETTINGS_FILE_ENV, str(relative)))
+    return forwarded, [name for name in names if name in own]
+
+
+def build_command(settings: Settings, passthrough: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     """The sky command line. Secrets are passed by name: sky reads their values itself."""
-    managed = cloud.managed if args.managed is None else args.managed
-    use_spot = cloud.use_spot if args.spot is None else args.spot
-    name = args.cluster or cloud.cluster_name
-    command = ["sky", "jobs", "launch", "--name", name] if managed else ["sky", "launch", "--cluster", name]
-    command += [str(cloud.task_file), "--infra", args.infra or cloud.infra]
-    gpus = args.gpus or cloud.gpus
-    if gpus:
-        command += ["--gpus", gpus]
-    if use_spot:
+    cloud = settings.cloud
+    name = cloud.cluster_name
+    command = ["sky", "jobs", "launch", "--name", name] if cloud.managed else ["sky", "launch", "--cluster", name]
+    command += [str(cloud.task_file), "--infra", cloud.infra, "--num-nodes", str(cloud.num_nodes)]
+    if cloud.gpus:
+        command += ["--gpus", cloud.gpus]
+    if cloud.use_spot:
         command.append("--use-spot")
-    if not managed:
+    if not cloud.managed:
         if cloud.idle_minutes_to_autostop is not None:
             command += ["--idle-minutes-to-autostop", str(cloud.idle_minutes_to_autostop)]
         if cloud.down:
             command.append("--down")
-    command += ["--env", f"TRAINING__RUN_NAME={run_name}"]
+    forwarded, _ = forwarded_env(environ, cloud.task_file)
+    if "TRAINING__RUN_NAME" not in dict(forwarded):
+        forwarded.insert(0, ("TRAINING__RUN_NAME", settings.training.run_name))
+    for key, value in forwarded:
+        command += ["--env", f"{key}={value}"]
     for secret in SECRETS:
         if environ.get(secret):
             command += ["--secret", secret]
@@ -102,24 +150,23 @@ def check_credentials(infra: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, passthrough = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = load_settings()
-        command = build_command(settings.cloud, args, passthrough, dict(os.environ), settings.training.run_name)
-        validate_task(settings.cloud.task_file)
-        if args.dry_run:
-            print(shlex.join(command))
-            return 0
-        check_credentials(args.infra or settings.cloud.infra)
-        sky_cli = shutil.which("sky")
-        if sky_cli is None:
-            raise CloudError(INSTALL_HINT)
-    except (SettingsError, CloudError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    settings = load_settings(flags=flags(args))
+    command = build_command(settings, passthrough, os.environ)
+    validate_task(settings.cloud.task_file)
+    if args.dry_run:
+        print(shlex.join(command))
+        _, kept = forwarded_env(os.environ, settings.cloud.task_file)
+        for name in kept:
+            print(f"note: {name} is not forwarded: {settings.cloud.task_file.name} sets it", file=sys.stderr)
+        return 0
+    check_credentials(settings.cloud.infra)
+    sky_cli = shutil.which("sky")
+    if sky_cli is None:
+        raise CloudError(INSTALL_HINT)
     print(f"+ {shlex.join(command)}", flush=True)
     os.execv(sky_cli, command)
     return 0  # not reached: execv replaces this process
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -20,9 +20,10 @@ from typing import Any
 import litserve as ls
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from src.config import ServingSettings, SettingsError, load_settings
+from src import cli
+from src.config import ServingSettings, load_settings
 from src.deployment.schemas import Prediction
-from src.models.artifacts import ModelNotFoundError, resolve_model_dir
+from src.runs import resolve_model_dir
 
 
 class PredictRequest(BaseModel):
@@ -97,27 +98,24 @@ def build_server(serving: ServingSettings, model_dir: Path) -> ls.LitServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the fine-tuned model over HTTP.")
-    parser.add_argument("--host", help="interface to listen on (default: serving.host)")
-    parser.add_argument("--port", type=int, help="port to listen on (default: serving.port)")
+    parser = argparse.ArgumentParser(prog="serve", description="Serve the fine-tuned model over HTTP.")
+    parser.add_argument("--host", help="interface to listen on: 127.0.0.1, 0.0.0.0 or :: (default: serving.host)")
+    parser.add_argument("--port", type=int, help="port to listen on, 1-65535 (default: serving.port)")
     parser.add_argument("--model-dir", type=Path, help="saved model folder (default: serving.model_dir)")
-    args = parser.parse_args(argv)
-    try:
-        serving = load_settings().serving
-        model_dir = resolve_model_dir(args.model_dir or serving.model_dir)
-    except (SettingsError, ModelNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    port = args.port or serving.port
-    if not 1 <= port <= 65535:
-        print(f"error: --port {port} is out of range: use 1-65535", file=sys.stderr)
-        return 2
-    print(f"Serving {model_dir} on http://{args.host or serving.host}:{port}/predict", flush=True)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    flags = {
+        "serving.host": ("--host", args.host),
+        "serving.port": ("--port", args.port),
+        "serving.model_dir": ("--model-dir", args.model_dir),
+    }
+    serving = load_settings(flags=flags).serving
+    model_dir = resolve_model_dir(serving.model_dir)
+    print(f"Serving {model_dir} on http://{serving.host}:{serving.port}/predict", flush=True)
     build_server(serving, model_dir).run(
-        host=args.host or serving.host, port=port, generate_client_file=False, pretty_logs=False
+        host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

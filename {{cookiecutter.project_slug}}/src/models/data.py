@@ -8,12 +8,13 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
+from src.cli import UserError
 from src.config import DataSettings
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class DataError(Exception):
+class DataError(UserError):
     """The dataset settings point at something unusable; the message says what."""
 
 
@@ -33,10 +34,12 @@ def load_splits(data: DataSettings) -> DatasetDict:
         for file in (data.train_file, data.eval_file):
             if not file.is_file():
                 raise DataError(f"data file {file} does not exist: fix data.train_file/eval_file")
-        features = Features({data.text_column: Value("string"), data.label_column: ClassLabel(names=data.labels)})
         files = {"train": str(data.train_file), "eval": str(data.eval_file)}
         fmt = _local_format([data.train_file, data.eval_file])
-        loaded = load_dataset(fmt, data_files=files, features=features)
+        try:
+            loaded = load_dataset(fmt, data_files=files)
+        except Exception as error:  # datasets raises many types for unreadable files
+            raise DataError(f"cannot read {data.train_file} / {data.eval_file} as {fmt}: {error}"[:500]) from None
         splits = {"train": loaded["train"], "eval": loaded["eval"]}
     else:
         loaded = load_dataset(data.dataset)
@@ -54,12 +57,26 @@ def load_splits(data: DataSettings) -> DatasetDict:
                 f"{name} split lacks column(s) {sorted(missing)} (has {split.column_names}):"
                 " fix data.text_column/label_column"
             )
+    if data.dataset is None:
+        splits = {name: _typed(split, data, name) for name, split in splits.items()}
     return DatasetDict(
         {
             "train": _subset(splits["train"], data.max_train_samples),
             "eval": _subset(splits["eval"], data.max_eval_samples),
         }
     )
+
+
+def _typed(split: Dataset, data: DataSettings, name: str) -> Dataset:
+    """Text as strings, labels as data.labels (given as names or as 0-based numbers)."""
+    features = Features({data.text_column: Value("string"), data.label_column: ClassLabel(names=data.labels)})
+    try:
+        return split.select_columns([data.text_column, data.label_column]).cast(features)
+    except (ValueError, TypeError, KeyError) as error:
+        raise DataError(
+            f"{name} file: cannot read column {data.label_column!r} as one of {data.labels} "
+            f"(or 0-{len(data.labels) - 1}), and {data.text_column!r} as text: {error}"[:500]
+        ) from None
 
 
 def _subset(split: Dataset, limit: int | None) -> Dataset:

@@ -3,22 +3,25 @@
 `uv run train-local --smoke` trains on these so a fresh checkout (or CI with no
 Hub access) can run the whole pipeline in seconds: a WordPiece tokenizer trained on
 the spot, a 2-layer DistilBERT of about 230k parameters, and imdb-shaped reviews.
+The settings of a smoke run are `configs/smoke.yaml` plus `overrides()` (the paths).
+torch and transformers are imported inside `build()`: the launcher reads the paths cheaply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import DistilBertConfig, DistilBertForSequenceClassification
-from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
+if TYPE_CHECKING:
+    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
 
+ASSETS_DIR = ".smoke"
+COMPLETE_MARKER = ".complete"
 LABELS = ["neg", "pos"]
 POSITIVE = [
     "great",
@@ -57,6 +60,9 @@ def reviews(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def _tokenizer(corpus: list[str]) -> DistilBertTokenizer:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
+
     backend = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -70,8 +76,26 @@ def _tokenizer(corpus: list[str]) -> DistilBertTokenizer:
     return DistilBertTokenizer(tokenizer_object=backend, model_max_length=512)
 
 
+def assets_dir(output_dir: Path) -> Path:
+    return output_dir / ASSETS_DIR
+
+
+def files(target: Path) -> dict[str, Path]:
+    return {"model": target / "model", "train": target / "train.jsonl", "eval": target / "eval.jsonl"}
+
+
 def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 200) -> dict[str, Path]:
-    """Write model/, train.jsonl and eval.jsonl under target (atomically); return their paths."""
+    """Write model/, train.jsonl and eval.jsonl under target (atomically); return their paths.
+
+    The assets are deterministic: a complete set already there (from the same seed and
+    sizes) is kept, so several launchers sharing a folder never pull it from under each other.
+    """
+    marker = f"seed={seed} train={train_size} eval={eval_size}\n"
+    if (target / COMPLETE_MARKER).is_file() and (target / COMPLETE_MARKER).read_text(encoding="utf-8") == marker:
+        return files(target)
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
     train_rows, eval_rows = reviews(train_size, seed), reviews(eval_size, seed + 1)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-smoke-", dir=target.parent))
@@ -88,27 +112,19 @@ def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 2
         for name, rows in (("train", train_rows), ("eval", eval_rows)):
             lines = "".join(json.dumps(row) + "\n" for row in rows)
             (staging / f"{name}.jsonl").write_text(lines, encoding="utf-8")
+        (staging / COMPLETE_MARKER).write_text(marker, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
-        staging.rename(target)
+        with contextlib.suppress(OSError):  # another launcher put the same assets in place first
+            staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"model": target / "model", "train": target / "train.jsonl", "eval": target / "eval.jsonl"}
+    return files(target)
 
 
 def overrides(assets: dict[str, Path]) -> dict[str, Any]:
-    """Settings that swap in the smoke assets and shrink the run to seconds on a CPU."""
+    """The paths `configs/smoke.yaml` cannot know: where build() put the assets."""
     return {
-        "model": {"checkpoint": str(assets["model"]), "max_length": 128},
-        "data": {
-            "dataset": None, "train_file": str(assets["train"]), "eval_file": str(assets["eval"]),
-            "text_column": "text", "label_column": "label", "labels": LABELS,
-            "max_train_samples": None, "max_eval_samples": None,
-        },
-        "training": {
-            "run_name": "smoke", "num_train_epochs": 4.0, "max_steps": -1,
-            "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-            "learning_rate": 3.0e-3, "warmup_fraction": 0.05, "logging_steps": 10,
-            "save_steps": 40, "save_total_limit": 1, "mixed_precision": "no",
-        },
-    }  # fmt: skip
+        "model": {"checkpoint": str(assets["model"])},
+        "data": {"train_file": str(assets["train"]), "eval_file": str(assets["eval"])},
+    }

@@ -1,26 +1,33 @@
-"""Fine-tune a sequence classifier with the Hugging Face Trainer.
+"""Fine-tune a sequence classifier with the Hugging Face Trainer, on 1 to N processes.
 
-`train(settings)` is the whole job as a plain function; `main()` is the command line
-that `uv run train-local` reaches through `accelerate launch` (see launch.py).
-Checkpoints go to `<output_dir>/.checkpoints/<run_name>/`: a run started again under
-the same name resumes from the newest one. The finished model is published
-atomically to `<output_dir>/<run_name>/` and `<output_dir>/latest` moves to it.
+`train(settings)` is the whole job as a plain function; `main()` is the command line that
+`uv run train-local` reaches through `accelerate launch` (see launch.py), once per process.
+Each run gets its own folder (see src/runs.py for the format): checkpoints go to
+`<output_dir>/.checkpoints/<run_id>/` while it trains, the finished model is published
+atomically to `<output_dir>/<run_id>/` and `<output_dir>/latest` moves to it. Exactly one
+process (the main one) decides the run id, publishes and writes metrics; evaluation runs on
+every process and the Trainer gathers the whole split before the metrics are computed.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import datasets
 import numpy as np
 import torch
 import yaml
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -32,16 +39,19 @@ from transformers import (
     set_seed,
 )
 
-from src.config import Settings, SettingsError, TrainingSettings, load_settings
-from src.models import artifacts, smoke
-from src.models.data import DataError, label_names, load_splits, tokenize
+from src import cli, runs
+from src.cli import UserError
+from src.config import Settings, TrainingSettings
+from src.models import launch
+from src.models.data import label_names, load_splits, tokenize
 from src.models.hub import offline_message
 
 logger = logging.getLogger(__name__)
-CHECKPOINTS = ".checkpoints"
+DAMAGED_PREFIX = "damaged-"
+T = TypeVar("T")
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """Training cannot start; the message says what to change."""
 
 
@@ -55,7 +65,11 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         true_positive = np.sum((predicted == label) & (labels == label))
         denominator = np.sum(predicted == label) + np.sum(labels == label)
         f1_scores.append(2 * true_positive / denominator if denominator else 0.0)
-    return {"accuracy": float(np.mean(predicted == labels)), "f1": float(np.mean(f1_scores))}
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "f1": float(np.mean(f1_scores)),
+        "count": float(len(labels)),  # every process's share, gathered: the whole split
+    }
 
 
 def precision(choice: str) -> str:
@@ -67,18 +81,82 @@ def precision(choice: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The Trainer's newest complete `checkpoint-<step>` folder, if any.
+def _step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
 
-    trainer_state.json is written last: a checkpoint cut off by a kill or a preemption
-    lacks it and is passed over for the one before.
+
+def damage(checkpoint: Path) -> str | None:
+    """Why a Trainer checkpoint cannot be resumed from, or None when it looks complete.
+
+    trainer_state.json is written last, so a checkpoint cut off by a kill lacks it. Torch
+    files are zip archives (a CRC check finds truncation and garbage); safetensors files
+    declare their size in their header; JSON files must parse.
     """
-    steps = [
-        path
-        for path in checkpoint_dir.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    if not (checkpoint / "trainer_state.json").is_file():
+        return "trainer_state.json is missing (the save was cut off)"
+    weights = [
+        checkpoint / name for name in ("model.safetensors", "pytorch_model.bin") if (checkpoint / name).is_file()
     ]
-    return max(steps, key=lambda path: int(path.name.split("-")[-1]), default=None)
+    if not weights:
+        return "no model weights (model.safetensors)"
+    for required in ("config.json", "optimizer.pt", "scheduler.pt"):
+        if not (checkpoint / required).is_file():
+            return f"{required} is missing"
+    for path in sorted(checkpoint.iterdir()):
+        problem = _file_damage(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
+def _file_damage(path: Path) -> str | None:
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix in {".pt", ".pth", ".bin"}:
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+            if broken:
+                return f"corrupt entry {broken}"
+        elif path.suffix == ".safetensors":
+            return _safetensors_damage(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        return f"unreadable ({type(error).__name__}: {error})"[:200]
+    return None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        if not 2 <= header_size <= 100_000_000:
+            return "not a safetensors file"
+        header = json.loads(handle.read(header_size))
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    expected = 8 + header_size + max(ends, default=0)
+    actual = path.stat().st_size
+    return f"{actual} bytes where the header promises {expected} (truncated)" if actual != expected else None
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint that can be resumed from; damaged newer ones are set aside.
+
+    A damaged checkpoint is renamed `damaged-checkpoint-<step>` (the Trainer ignores it and the
+    folder goes when the run finishes) and the one before it is used, or the run starts afresh.
+    """
+    candidates = [path for path in checkpoint_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    for candidate in sorted(candidates, key=_step, reverse=True):
+        problem = damage(candidate)
+        if problem is None:
+            return candidate
+        aside = candidate.with_name(f"{DAMAGED_PREFIX}{candidate.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        candidate.rename(aside)
+        logger.warning("Checkpoint %s is damaged (%s): set aside as %s", candidate, problem, aside.name)
+    return None
+
+
+def use_cpu() -> bool:
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> TrainingArguments:
@@ -103,6 +181,8 @@ def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> Trai
         dataloader_num_workers=training.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
+        use_cpu=use_cpu(),  # on CPU the processes of a multi-process run join one gloo group
+        accelerator_config={"use_configured_state": True},  # the PartialState train() set up
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
     )
@@ -135,95 +215,153 @@ def _load_data(settings: Settings) -> Any:
         raise TrainingError(offline_message([("dataset", settings.data.dataset)])) from None
 
 
-def train(settings: Settings, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
-    """Fine-tune, evaluate and publish; return the metrics written to metrics.json."""
-    training = settings.training
-    set_seed(training.seed)
-    splits = _load_data(settings)
-    labels = label_names(splits, settings.data)
-    tokenizer, model = _load_model(settings, labels)
-    encoded = tokenize(splits, tokenizer, settings.data, settings.model.max_length)
+def agree(state: PartialState, decide: Callable[[], T]) -> T:
+    """Run `decide` on the main process only and hand its result (or its error) to every process."""
+    outcome: list[Any] = [None, None]
+    if state.is_main_process:
+        try:
+            outcome = [decide(), None]
+        except UserError as error:
+            outcome = [None, str(error)]
+    broadcast_object_list(outcome)
+    if outcome[1] is not None:
+        raise UserError(outcome[1])
+    result: T = outcome[0]
+    return result
 
-    checkpoint_dir = training.output_dir / CHECKPOINTS / training.run_name
-    resume_from = last_checkpoint(checkpoint_dir)
-    if resume_from:
-        logger.info("Resuming run %r from %s", training.run_name, resume_from)
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(training, checkpoint_dir),
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["eval"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=list(callbacks),
-    )
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    evaluation = trainer.evaluate()
-    metrics: dict[str, Any] = {
-        "accuracy": evaluation["eval_accuracy"],
-        "f1": evaluation["eval_f1"],
-        "eval_loss": evaluation["eval_loss"],
-        "train_loss": result.training_loss,
-        "global_step": trainer.state.global_step,
-        "resumed_from_step": _step_of(resume_from),
-        "train_samples": len(encoded["train"]),
-        "eval_samples": len(encoded["eval"]),
-        "train_runtime_s": result.metrics.get("train_runtime"),
-    }
-    if trainer.is_world_process_zero():
-        _publish(trainer, settings, metrics)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: a rerun starts afresh
-        if checkpoint_dir.parent.is_dir() and not any(checkpoint_dir.parent.iterdir()):
-            checkpoint_dir.parent.rmdir()
+
+def choose_run(settings: Settings, resume: str | None, environ: Mapping[str, str]) -> str:
+    """The run id: the one to resume, SkyPilot's stable one, or a new unique one (main process)."""
+    output_dir, run_name = settings.training.output_dir, settings.training.run_name
+    if resume:
+        if not runs.checkpoint_dir(output_dir, resume).is_dir():
+            raise TrainingError(f"--resume {resume}: no unfinished run of that name under {output_dir}")
+        return resume
+    wanted = runs.run_id_for(run_name, runs.now_utc(), environ)
+    if environ.get("SKYPILOT_TASK_ID"):  # a recovered managed job comes back to its own run
+        runs.checkpoint_dir(output_dir, wanted).mkdir(parents=True, exist_ok=True)
+        return wanted
+    return runs.reserve_run_id(output_dir, wanted)
+
+
+def quiet_unless_main(state: PartialState) -> None:
+    """Logs and progress bars once, from the main process, not once per process."""
+    if not state.is_main_process:
+        logger.setLevel(logging.WARNING)
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        datasets.disable_progress_bars()
+
+
+def train(
+    settings: Settings,
+    callbacks: Sequence[TrainerCallback] = (),
+    resume: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, evaluate and publish a new run (or continue `resume`); return its metrics."""
+    environ = os.environ if environ is None else environ
+    training = settings.training
+    state = PartialState(cpu=use_cpu())
+    if state.device.type == "cpu":
+        # accelerate names each CPU process's device "cpu:0"; torch.load cannot map the
+        # optimizer state saved under that name back, so resuming a multi-process CPU run
+        # would fail. Plain "cpu" is the same device.
+        state.device = torch.device("cpu")
+    quiet_unless_main(state)
+    set_seed(training.seed)
+    with contextlib.ExitStack() as stack:
+        run_id = agree(state, lambda: choose_run(settings, resume, environ))
+        checkpoint_dir = runs.checkpoint_dir(training.output_dir, run_id)
+        if state.is_main_process:
+            stack.enter_context(runs.run_lock(training.output_dir, run_id))
+            info = runs.read_info(checkpoint_dir) or {"run_id": run_id, "run_name": training.run_name,
+                                                       "started_at": runs.started_at(runs.now_utc())}  # fmt: skip
+            runs.write_json(checkpoint_dir / runs.RUN_INFO, info)
+        with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
+            splits = _load_data(settings)
+            labels = label_names(splits, settings.data)
+            tokenizer, model = _load_model(settings, labels)
+            encoded = tokenize(splits, tokenizer, settings.data, settings.model.max_length)
+        resume_from = agree(state, lambda: last_checkpoint(checkpoint_dir))
+        if resume_from:
+            logger.info("Resuming run %s from %s", run_id, resume_from.name)
+        else:
+            logger.info("Training run %s on %d process(es)", run_id, state.num_processes)
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(training, checkpoint_dir),
+            train_dataset=encoded["train"],
+            eval_dataset=encoded["eval"],
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=compute_metrics,
+            callbacks=list(callbacks),
+        )
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        evaluation = trainer.evaluate()
+        world_size = trainer.args.world_size
+        metrics: dict[str, Any] = {
+            "run_id": run_id,
+            "accuracy": evaluation["eval_accuracy"],
+            "f1": evaluation["eval_f1"],
+            "eval_loss": evaluation["eval_loss"],
+            "train_loss": result.training_loss,
+            "global_step": trainer.state.global_step,
+            "resumed_from_step": _step(resume_from) if resume_from else None,
+            "world_size": world_size,
+            "num_machines": int(environ.get("SKYPILOT_NUM_NODES", "1") or 1),
+            "effective_batch_size": training.per_device_train_batch_size * world_size,
+            "train_samples": len(encoded["train"]),
+            "eval_samples": int(evaluation["eval_count"]),
+            "train_runtime_s": result.metrics.get("train_runtime"),
+        }
+        if state.is_main_process:
+            _publish(trainer, settings, run_id, metrics, labels)
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+        state.wait_for_everyone()
     return metrics
 
 
-def _step_of(checkpoint: Path | None) -> int | None:
-    return int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else None
-
-
-def _publish(trainer: Trainer, settings: Settings, metrics: dict[str, Any]) -> Path:
-    output_dir, run_name = settings.training.output_dir, settings.training.run_name
-    artifacts.remove_stale_staging(output_dir, run_name)
-    staging = artifacts.new_staging_dir(output_dir, run_name)
+def _publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str, Any], labels: list[str]) -> Path:
+    output_dir = settings.training.output_dir
+    runs.remove_stale_staging(output_dir, run_id)
+    staging = runs.new_staging_dir(output_dir, run_id)
     try:
         trainer.save_model(str(staging))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        info = runs.read_info(runs.checkpoint_dir(output_dir, run_id))
+        info.update(
+            finished_at=runs.started_at(runs.now_utc()),
+            world_size=metrics["world_size"],
+            max_length=settings.model.max_length,  # serving truncates where training did
+            labels=labels,
+            base_model=settings.model.checkpoint,
+        )
+        runs.write_json(staging / runs.RUN_INFO, info)
+        runs.write_json(staging / runs.METRICS, metrics)
         used = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
         (staging / "settings.yaml").write_text(used, encoding="utf-8")
-        final = artifacts.publish(staging, output_dir, run_name)
+        final = runs.publish(staging, output_dir, run_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("Saved %s (accuracy %.3f); %s now points at it", final, metrics["accuracy"], output_dir / "latest")
+    logger.info("Saved %s (accuracy %.3f); %s now points at it", final, metrics["accuracy"], output_dir / runs.LATEST)
     return final
 
 
-def load_run_settings(use_smoke: bool) -> Settings:
-    """Settings from the file and environment; with `use_smoke`, the offline assets swapped in."""
-    settings = load_settings()
-    if not use_smoke:
-        return settings
-    assets = smoke.build(settings.training.output_dir / ".smoke", seed=settings.training.seed)
-    return load_settings(overrides=smoke.overrides(assets))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fine-tune the model in configs/settings.yaml.")
-    parser.add_argument("--smoke", action="store_true", help="offline: tiny model and data, seconds on a CPU")
-    args = parser.parse_args(argv)
+    args = launch.parse_args(sys.argv[1:] if argv is None else argv)
     # Libraries log at WARNING and above; this project's own progress at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)  # named __main__ under `python -m`
     try:
-        metrics = train(load_run_settings(args.smoke))
-    except (SettingsError, TrainingError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2))
+        metrics = train(launch.run_settings(args), resume=os.environ.get(launch.RESUME_ENV) or None)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # without it the process aborts at exit
+    if PartialState().is_main_process:
+        print(json.dumps(metrics, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,0 +1,83 @@
+"""The one error path every command goes through.
+
+A problem the user can fix (settings, flags, files, data, model folders, network) is a
+`UserError` raised where it is found. Each command's `main()` runs inside `run()`, which
+turns a `UserError` into one `error: ...` line and exit code 2, Ctrl-C into 130 and
+SIGTERM into 143. Anything else is a bug and keeps its traceback. No heavy imports.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+# OS errors the user fixes by freeing space or choosing another place: no traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+# Set by a supervising launcher (src/models/launch.py): its child processes report how they
+# ended in a file there instead of printing, and the launcher prints one line for them all.
+STATUS_DIR_ENV = "TRAIN_STATUS_DIR"
+
+
+class UserError(Exception):
+    """Something the user can fix; the message names the file, field or flag and the fix."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler, `kill`, the cloud stopping the node)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def describe_os_error(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename else ""
+    advice = "free some space" if error.errno in {errno.ENOSPC, errno.EDQUOT} else "fix its permissions"
+    return f"cannot write{where}: {error.strerror} ({advice}, or point the setting at another folder)"
+
+
+def _report(code: int, message: str) -> None:
+    status_dir = Path(os.environ.get(STATUS_DIR_ENV) or "/nonexistent")
+    if status_dir.is_dir():
+        status_file = status_dir / f"{os.getpid()}.json"
+        status_file.write_text(json.dumps({"code": code, "message": message}), encoding="utf-8")
+    elif message:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    elif code != EXIT_USER_ERROR:
+        print("interrupted" if code == EXIT_INTERRUPTED else "terminated", file=sys.stderr, flush=True)
+
+
+def exit_code(main: Callable[[], int | None]) -> int:
+    """Run `main` and map how it ended to an exit code (reporting the one error line)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return main() or 0
+    except UserError as error:
+        _report(EXIT_USER_ERROR, str(error))
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        _report(EXIT_USER_ERROR, describe_os_error(error))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _report(EXIT_INTERRUPTED, "")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        _report(EXIT_TERMINATED, "")
+        return EXIT_TERMINATED
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+    sys.exit(exit_code(main))

@@ -1,0 +1,206 @@
+"""The run folder format, shared by training, evaluation and serving.
+
+    <output_dir>/
+      <run_id>/            a finished run: model, tokenizer, metrics.json, run.json, settings.yaml
+      latest               -> the newest finished run (a relative symlink, or a text file naming it)
+      .checkpoints/<run_id>/   an unfinished run: Trainer checkpoints and run.json
+      .tmp-*               staging folders, renamed into place when complete
+
+A run id is the run name plus the start time (`smoke-20261202-153000`), or plus
+SkyPilot's task id on the cloud, which stays the same across a managed job's recoveries,
+so a recovered job finds its own checkpoints. A run is published by renaming a complete
+staging folder, then `latest` is replaced atomically: a crash at any point leaves `latest`
+on the previous good model. Light on imports on purpose: the serving path uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from src.cli import UserError
+
+LATEST = "latest"
+TEMP_PREFIX = ".tmp-"
+CHECKPOINTS = ".checkpoints"
+RUN_INFO = "run.json"
+METRICS = "metrics.json"
+TIME_FORMAT = "%Y%m%d-%H%M%S"
+
+
+class ModelNotFoundError(UserError):
+    """No finished model where one was expected; the message says how to make one."""
+
+
+class RunLockedError(UserError):
+    """Another process is training this run right now."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_id_for(run_name: str, started: datetime, environ: Mapping[str, str]) -> str:
+    """`<run_name>-<start time>`, or `<run_name>-<SkyPilot task id>` inside a SkyPilot job."""
+    task_id = environ.get("SKYPILOT_TASK_ID", "")
+    if task_id:
+        return f"{run_name}-{re.sub(r'[^A-Za-z0-9._-]+', '-', task_id).strip('-.')[:80]}"
+    return f"{run_name}-{started.strftime(TIME_FORMAT)}"
+
+
+def checkpoint_dir(output_dir: Path, run_id: str) -> Path:
+    return output_dir / CHECKPOINTS / run_id
+
+
+def reserve_run_id(output_dir: Path, wanted: str) -> str:
+    """Claim `wanted` (or `wanted-2`, `-3`, ... when taken) by creating its checkpoint folder."""
+    (output_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_id = wanted if attempt == 1 else f"{wanted}-{attempt}"
+        if (output_dir / run_id).exists():
+            continue
+        try:
+            checkpoint_dir(output_dir, run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id
+    raise UserError(f"{output_dir}: too many runs named {wanted!r}: delete some or change training.run_name")
+
+
+def unfinished_runs(output_dir: Path) -> list[Path]:
+    """Checkpoint folders of runs that have not been published, oldest first."""
+    root = output_dir / CHECKPOINTS
+    found = [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
+    return sorted(found, key=lambda path: (read_info(path).get("started_at", ""), path.stat().st_mtime))
+
+
+def finished_runs(output_dir: Path) -> list[Path]:
+    """Published runs (folders with a model and metrics), newest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [
+        path
+        for path in output_dir.iterdir()
+        if path.is_dir() and not path.is_symlink() and not path.name.startswith(".") and (path / METRICS).is_file()
+    ]
+    return sorted(found, key=lambda path: (read_info(path).get("finished_at", ""), path.stat().st_mtime), reverse=True)
+
+
+def read_info(run_dir: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold an exclusive lock on the run for as long as it trains; a second process refuses."""
+    lock_path = output_dir / CHECKPOINTS / f"{run_id}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"run {run_id!r} is being trained by another process right now ({lock_path} is locked): "
+                "wait for it to finish, or start a new run without --resume"
+            ) from None
+        except OSError:
+            pass  # a filesystem without locks (some bucket mounts): run ids are unique anyway
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+                lock_path.parent.rmdir()  # the last run out removes the then empty folder
+
+
+def new_staging_dir(output_dir: Path, run_id: str) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{run_id}-", dir=output_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; a published model is not
+    return staging
+
+
+def publish(staging_dir: Path, output_dir: Path, run_id: str) -> Path:
+    """Move a complete staging folder to `<output_dir>/<run_id>` and point `latest` at it."""
+    final = output_dir / run_id
+    previous = None
+    if final.exists():
+        previous = output_dir / f"{TEMP_PREFIX}{run_id}-replaced-{uuid.uuid4().hex[:8]}"
+        final.rename(previous)
+    staging_dir.rename(final)
+    point_latest(output_dir, run_id)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return final
+
+
+def point_latest(output_dir: Path, run_id: str) -> None:
+    link = output_dir / LATEST
+    temporary = output_dir / f"{TEMP_PREFIX}{LATEST}-{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.symlink_to(run_id, target_is_directory=True)
+    except OSError:
+        # No symlinks (some bucket mounts, Windows without developer mode): a text file
+        # holding the run id does the same job for resolve_model_dir.
+        temporary.write_text(run_id + "\n", encoding="utf-8")
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    temporary.replace(link)
+
+
+def remove_stale_staging(output_dir: Path, run_id: str) -> None:
+    """Drop what an interrupted publish of the same run left behind."""
+    for stale in output_dir.glob(f"{TEMP_PREFIX}{run_id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """Follow the `latest` pointer (symlink or text file) to a folder holding a model."""
+    if path.is_file() and path.name == LATEST:
+        path = path.parent / path.read_text(encoding="utf-8").strip()
+    path = path.resolve()
+    if path.is_file():
+        raise ModelNotFoundError(f"{path} is a file: give the folder that holds the saved model (config.json)")
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"no trained model at {path}: run `uv run train-local` to fine-tune one "
+            "(or `uv run train-local --smoke` for a tiny offline model), "
+            "or point serving.model_dir / --model-dir at a saved model folder"
+        )
+    return path
+
+
+def find_run(output_dir: Path, name: str | None) -> Path:
+    """A finished run by id (or `latest` when None)."""
+    if name is None or name == LATEST:
+        return resolve_model_dir(output_dir / LATEST)
+    candidate = output_dir / name
+    if not candidate.is_dir():
+        known = ", ".join(path.name for path in finished_runs(output_dir)[:5]) or "none yet"
+        raise ModelNotFoundError(f"no run {name!r} under {output_dir} (newest runs: {known})")
+    return resolve_model_dir(candidate)
+
+
+def started_at(started: datetime) -> str:
+    return started.isoformat(timespec="seconds")
