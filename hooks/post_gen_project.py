@@ -36,6 +36,10 @@ def lock() -> str:
         result = run(["uv", "lock"], timeout=LOCK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"`uv lock` took over {LOCK_TIMEOUT_S} s (is the package index reachable?): run it again later"
+    except KeyboardInterrupt:
+        # Every file is written by now: the project is complete but for its lock file.
+        print(f"\ninterrupted: {Path.cwd()} is complete except uv.lock: run `uv lock` in it", flush=True)
+        raise SystemExit(130) from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"`uv lock` failed ({last}): run it again once the package index is reachable"

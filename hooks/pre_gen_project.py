@@ -54,7 +54,7 @@ def problems(answers: dict[str, str]) -> list[str]:
     if answers["default_cloud"] not in CLOUDS:
         found.append(f"default_cloud {answers['default_cloud']!r} is invalid: choose one of {', '.join(CLOUDS)}")
     if answers["install_pre_commit"] not in YES_NO:
-        found.append(f"install_pre_commit {answers['install_pre_commit']!r} is invalid: answer 'no' or 'yes'")
+        found.append(f"install_pre_commit {answers['install_pre_commit']!r} is invalid: answer no or yes")
     return found
 
 

@@ -125,3 +125,10 @@ def test_models_and_notebooks_kept_in_git(project: Baked) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True)
     assert "models/.gitkeep" in tracked.stdout
     assert "notebooks/.gitkeep" in tracked.stdout
+
+
+def test_a_long_checkpoint_id_still_gives_a_valid_run_name(baker: Callable[..., Baked]) -> None:
+    project = baker(model_checkpoint="org/" + "a" * 96)
+    run_name = yaml.safe_load((project.path / "configs" / "settings.yaml").read_text())["training"]["run_name"]
+    # The settings model's rule for training.run_name (src/config.py: RunName).
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}", run_name), run_name

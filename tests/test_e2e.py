@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLOUDS, TEMPLATE, Baked, bake
+from tests.conftest import CLOUDS, TEMPLATE, Baked, bake, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +56,40 @@ def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: p
     project = project_for("gcp", synced, tmp_path_factory)
     result = project.run("uv", "run", "train-local", "--smoke")
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = project.path / "models" / "smoke"
+    run_dir = (project.path / "models" / "latest").resolve()
+    assert run_dir.name.startswith("smoke-"), "runs are named <run_name>-<start time>"
     files = {path.name for path in run_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.json"} <= files
     assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["accuracy"] <= 1.0
-    assert (project.path / "models" / "latest").resolve() == run_dir.resolve()
     status = project.run("git", "status", "--porcelain")
     assert status.stdout == "", "training outputs are git-ignored"
+
+
+def test_uv_run_does_not_recompile_bytecode(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
+    project = project_for("gcp", synced, tmp_path_factory)
+    result = project.run("uv", "run", "true")
+    assert result.returncode == 0
+    assert "Bytecode compiled" not in result.stderr, "compile-bytecode would re-check the venv on every uv run"
+
+
+def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """taskipy swallows KeyboardInterrupt; `uv run train-local` must still report the interruption."""
+    project = project_for("gcp", synced, tmp_path_factory)
+    output_dir = tmp_path_factory.mktemp("interrupted")
+    env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), TRAINING__MAX_STEPS="5000", TRAINING__SAVE_STEPS="20")
+    process = subprocess.Popen(
+        ["uv", "run", "train-local", "--smoke"], cwd=project.path, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(output_dir.glob(".checkpoints/*/checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not (output_dir / "latest").exists()
 
 
 def no_credentials_env(home: Path) -> dict[str, str]:
@@ -136,7 +165,8 @@ def test_pants_in_generated_project_is_cached_and_incremental(
         cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
         assert cold.returncode == 0, cold.stderr[-5000:]
         first = pants_test_outcomes(cold.stderr)
-        assert len(first) == 4, first
+        test_files = {str(path.relative_to(project.path)) for path in project.path.glob("tests/**/test_*.py")}
+        assert set(first) == test_files, first
         assert "ruff check succeeded" in cold.stderr
         assert "ruff format succeeded" in cold.stderr
         assert "mypy succeeded" in cold.stderr
@@ -150,8 +180,13 @@ def test_pants_in_generated_project_is_cached_and_incremental(
         changed = project.run("./pants", "test", "::")
         assert changed.returncode == 0, changed.stderr[-3000:]
         reran = [name for name, how in pants_test_outcomes(changed.stderr).items() if how == "ran"]
-        assert "tests/test_serve.py" in reran
+        assert "tests/integration/test_serve.py" in reran
         assert 1 <= len(reran) < len(first), f"only tests depending on serve.py re-run, got {reran}"
+        graph = project.run("./pants", "dependencies", "--transitive", "tests/unit/test_config.py")
+        assert graph.returncode == 0, graph.stderr[-3000:]
+        heavy = [line for line in graph.stdout.splitlines() if re.search(r"#(torch|transformers|datasets)\b", line)]
+        assert not heavy, f"a settings test must not depend on the training stack: {heavy}"
+        assert "src/config.py" in graph.stdout
     finally:
         project.run("./pants", "kill-pantsd")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
+    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer  # pants: no-infer-dep
 
 ASSETS_DIR = ".smoke"
 COMPLETE_MARKER = ".complete"
@@ -60,8 +60,18 @@ def reviews(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def _tokenizer(corpus: list[str]) -> DistilBertTokenizer:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer
+    # Imported here, and hidden from Pants' inference: the launcher imports this module
+    # for its paths, and its tests must not depend on the training stack.
+    from tokenizers import (  # pants: no-infer-dep  # pants: no-infer-dep
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer  # pants: no-infer-dep
 
     backend = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -93,8 +103,8 @@ def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 2
     marker = f"seed={seed} train={train_size} eval={eval_size}\n"
     if (target / COMPLETE_MARKER).is_file() and (target / COMPLETE_MARKER).read_text(encoding="utf-8") == marker:
         return files(target)
-    import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    import torch  # pants: no-infer-dep
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification  # pants: no-infer-dep
 
     train_rows, eval_rows = reviews(train_size, seed), reviews(eval_size, seed + 1)
     target.parent.mkdir(parents=True, exist_ok=True)
