@@ -1,30 +1,34 @@
-"""Pants in a generated project: cold, warm and one-file-changed timings.
+"""The inner loop in a generated project: Pants cold and warm, edits, `uv run`, the test suites.
 
-Run from the template checkout: `uv run python benchmarks/pants_timings.py`.
+Run from the template checkout: `uv run python benchmarks/pants_timings.py [--skip-template-suite]`.
 "Cold" is the first `./pants tailor --check lint check test ::` in a fresh project
-(lockfile generation included; Pants' download caches on this machine as they are).
-"Warm" repeats `./pants test ::` with pantsd up; "changed" appends a comment to
-src/deployment/serve.py first. Writes benchmarks/results/pants_timings.json.
+(lockfile generation included; Pants' and uv's download caches on this machine as they are).
+"Warm" repeats `./pants test ::` with pantsd up, then without it; each "edit" appends a
+comment to one module and records which test files re-ran and how long the answer took.
+Then `uv run true`, `uv run lint` and `uv run test` in the same project, and the template's
+quick suite (`pytest -m "not slow"`). Writes benchmarks/results/pants_timings.json.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import clean_env, generate, table, write
+from _common import TEMPLATE, clean_env, generate, table, timed, write
 
 RESULT = re.compile(r"^[✓✕] (tests/\S+) (succeeded|failed)(?: in [\d.]+s)?(?: \((memoized|cached[^)]*)\))?", re.M)
+EDITS = ["src/config.py", "src/deployment/serve.py", "src/models/train_model.py"]
 
 
 def pants(project: Path, *goals: str) -> tuple[float, dict[str, str]]:
     """Wall time and, per test file, how its result was obtained ('ran', 'memoized', 'cached')."""
     started = time.perf_counter()
     result = subprocess.run(
-        ["./pants", *goals, "::"], cwd=project, env=clean_env(), capture_output=True, text=True, check=False
+        ["./pants", *goals], cwd=project, env=clean_env(), capture_output=True, text=True, check=False
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
@@ -34,29 +38,35 @@ def pants(project: Path, *goals: str) -> tuple[float, dict[str, str]]:
 
 
 def main() -> None:
+    seconds: dict[str, float] = {}
+    reran: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         project = generate(Path(scratch))
-        cold, cold_tests = pants(project, "tailor", "--check", "lint", "check", "test")
-        warm, warm_tests = pants(project, "test")
-        serve = project / "src" / "deployment" / "serve.py"
-        serve.write_text(serve.read_text() + "# a comment\n")
-        changed, changed_tests = pants(project, "test")
+        seconds["uv sync --all-groups"] = timed(["uv", "sync", "--all-groups"], project)
+        seconds["pants cold: tailor --check lint check test ::"], cold = pants(
+            project, "tailor", "--check", "lint", "check", "test", "::"
+        )
+        seconds["pants warm, no change: test :: (pantsd)"], _ = pants(project, "test", "::")
+        seconds["pants warm, no change: test :: (no pantsd)"], _ = pants(project, "--no-pantsd", "test", "::")
+        for module in EDITS:
+            path = project / module
+            path.write_text(path.read_text() + "# an edit\n")
+            seconds[f"pants after editing {module}: test ::"], outcomes = pants(project, "test", "::")
+            reran[module] = sorted(name for name, how in outcomes.items() if how == "ran")
         subprocess.run(["./pants", "kill-pantsd"], cwd=project, env=clean_env(), check=False, capture_output=True)
-    reran = sorted(name for name, how in changed_tests.items() if how == "ran")
-    path = write(
-        "pants_timings",
-        {
-            "seconds": {
-                "cold: tailor --check lint check test": cold,
-                "warm: test (pantsd)": warm,
-                "after editing serve.py: test": changed,
-            },
-            "tests": {"cold": cold_tests, "warm": warm_tests, "after editing serve.py": changed_tests},
-            "rerun_after_editing_serve_py": reran,
-        },
-    )
-    print(table([["cold", cold], ["warm", warm], ["serve.py changed", changed]], ["run", "seconds"]))
-    print(f"re-ran after editing serve.py: {reran} of {len(changed_tests)} test files")
+        subprocess.run(["git", "checkout", "--", *EDITS], cwd=project, check=True)
+        timed(["uv", "run", "true"], project)  # the first call builds the project's own wheel
+        seconds["uv run true"] = min(timed(["uv", "run", "true"], project) for _ in range(5))
+        seconds["uv run lint"] = timed(["uv", "run", "lint"], project)
+        seconds["uv run test"] = timed(["uv", "run", "test", "-q", "-p", "no:cacheprovider"], project)
+    if "--skip-template-suite" not in sys.argv:
+        seconds["template: pytest -m 'not slow'"] = timed(
+            ["uv", "run", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"], TEMPLATE
+        )
+    path = write("pants_timings", {"seconds": seconds, "test_files": sorted(cold), "rerun_after_editing": reran})
+    print(table([[name, value] for name, value in seconds.items()], ["step", "seconds"]))
+    for module, files in reran.items():
+        print(f"after editing {module}: re-ran {files} of {len(cold)} test files")
     print(f"\nwrote {path}")
 
 
