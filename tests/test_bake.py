@@ -29,7 +29,8 @@ LAYOUT = [
     "pyproject.toml",
     "README.md",
 ]
-TASKS = {"lint", "format", "test", "train-local", "train-cloud", "serve"}
+# The commands the README promises; every taskipy task must also be a console script.
+TASKS = {"lint", "format", "test", "train-local", "train-cloud", "serve", "serve-cloud", "evaluate", "predict", "compare"}
 
 
 @pytest.fixture(params=CLOUDS)
@@ -47,8 +48,9 @@ def test_nothing_left_unrendered(project: Baked) -> None:
     for path in project.files():
         text = path.read_text(encoding="utf-8", errors="replace")
         text = re.sub(r"\$\{\{.*?\}\}", "", text)  # GitHub Actions expressions are meant to stay
-        assert "{{" not in text, path
-        assert "{%" not in text, path
+        if path.suffix != ".py":  # Python is copied unrendered: `{{` there is an f-string's brace
+            assert "{{" not in text, path
+            assert "{%" not in text, path
         assert "cookiecutter" not in text.replace("modern-ml-cookiecutter", ""), path
 
 
@@ -99,8 +101,8 @@ def test_cloud_choice_reaches_every_file(project: Baked) -> None:
 def test_every_task_is_a_console_script(project: Baked) -> None:
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     tasks = set(pyproject["tool"]["taskipy"]["tasks"])
-    assert tasks == TASKS
-    assert pyproject["project"]["scripts"] == dict.fromkeys(TASKS, "src.tasks:main")
+    assert tasks >= TASKS, f"missing tasks: {TASKS - tasks}"
+    assert pyproject["project"]["scripts"] == dict.fromkeys(tasks, "src.tasks:main")
 
 
 def test_answers_become_metadata(baker: Callable[..., Baked]) -> None:
