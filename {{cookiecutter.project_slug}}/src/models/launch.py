@@ -59,9 +59,15 @@ def flags(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
 
 
 def run_settings(args: argparse.Namespace, build_smoke_assets: bool = False) -> Settings:
-    """The settings of this run: file, `--smoke` overlay, environment, flags; one place for all."""
+    """The settings of this run: file, `--smoke` overlay, environment, flags; one place for all.
+
+    The launcher passes `build_smoke_assets` (it also checks the output folder first); the
+    training processes then find the assets in place.
+    """
     overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
     settings = load_settings(overlays=overlays, flags=flags(args))
+    if build_smoke_assets:
+        check_output_dir(settings.training.output_dir)
     if not args.smoke:
         return settings
     target = smoke.assets_dir(settings.training.output_dir)
@@ -170,6 +176,8 @@ def resume_target(settings: Settings, args: argparse.Namespace) -> str | None:
 def check_output_dir(output_dir: Path) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"training.output_dir {output_dir} is a file: point it at a folder")
+    if any(parent.is_file() for parent in output_dir.parents):
+        raise UserError(f"training.output_dir {output_dir} is inside a file, not a folder: fix the path")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
@@ -255,7 +263,6 @@ class Supervisor:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     settings = run_settings(args, build_smoke_assets=True)
-    check_output_dir(settings.training.output_dir)
     env = dict(os.environ)
     resume = resume_target(settings, args)
     if resume:

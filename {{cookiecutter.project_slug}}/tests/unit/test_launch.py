@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from src import cli
 from src.config import PROJECT_ROOT, SettingsError, load_settings
 from src.models.launch import Layout, command, layout, parse_args
+from tests.conftest import clean_env, only_error_line, run_module
 
 SKYPILOT_TWO_NODES = {
     "SKYPILOT_NUM_NODES": "2",
@@ -119,3 +121,12 @@ def test_launcher_and_settings_stay_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", "the launcher starts in a blink: torch loads only in the training processes"
+
+
+def test_output_dir_that_cannot_be_a_folder_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for output_dir in (blocker, blocker / "runs"):
+        result = run_module("src.models.launch", "--smoke", env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir)))
+        assert result.returncode == 2
+        assert "training.output_dir" in only_error_line(result.stderr)
