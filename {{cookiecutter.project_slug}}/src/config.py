@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from src.cli import UserError
 
@@ -114,9 +123,24 @@ class TrainingSettings(Section):
     logging_steps: int = Field(ge=1)
     save_steps: int = Field(ge=1)
     save_total_limit: int = Field(ge=1)
+    eval_steps: int | None = Field(default=None, ge=1, description="evaluate every N steps; null: only at the end")
+    keep_best_model: bool = False
+    best_model_metric: Literal["accuracy", "f1"] = "f1"
     dataloader_num_workers: int = Field(ge=0, le=64)
     num_processes: int | None = Field(default=None, ge=1, le=4096, description="null: one per GPU, one on CPU")
     distributed_port: int = Field(default=29500, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _best_model_needs_evaluations(self) -> TrainingSettings:
+        # The best model is one of the saved checkpoints, judged by the evaluation at its step.
+        if self.keep_best_model and self.eval_steps is None:
+            raise ValueError("keep_best_model needs eval_steps: set training.eval_steps (e.g. to save_steps)")
+        if self.keep_best_model and self.eval_steps and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"keep_best_model needs save_steps ({self.save_steps}) to be a multiple of eval_steps "
+                f"({self.eval_steps}): each checkpoint must have an evaluation"
+            )
+        return self
 
 
 class ServingSettings(Section):

@@ -42,6 +42,9 @@ from transformers import (
 from src import cli, runs
 from src.cli import UserError
 from src.config import Settings, TrainingSettings
+from src.evaluation.evaluate import write_run_report
+from src.evaluation.metrics import accuracy, macro_f1
+from src.evaluation.report import TRAINER_STATE
 from src.models import launch
 from src.models.data import label_names, load_splits, tokenize
 from src.models.hub import offline_message
@@ -56,18 +59,13 @@ class TrainingError(UserError):
 
 
 def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """Accuracy and macro F1 with numpy (`evaluate.load` would need the Hub)."""
+    """Accuracy and macro F1 (src/evaluation/metrics.py, numpy: `evaluate.load` would need the Hub)."""
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     predicted = np.asarray(logits).argmax(axis=-1)
     labels = np.asarray(prediction.label_ids)
-    f1_scores = []
-    for label in np.union1d(labels, predicted):
-        true_positive = np.sum((predicted == label) & (labels == label))
-        denominator = np.sum(predicted == label) + np.sum(labels == label)
-        f1_scores.append(2 * true_positive / denominator if denominator else 0.0)
     return {
-        "accuracy": float(np.mean(predicted == labels)),
-        "f1": float(np.mean(f1_scores)),
+        "accuracy": accuracy(labels, predicted),
+        "f1": macro_f1(labels, predicted),
         "count": float(len(labels)),  # every process's share, gathered: the whole split
     }
 
@@ -177,7 +175,10 @@ def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> Trai
         save_strategy="steps",
         save_steps=training.save_steps,
         save_total_limit=training.save_total_limit,
-        eval_strategy="no",
+        eval_strategy="steps" if training.eval_steps else "no",  # and once at the end, in train()
+        eval_steps=training.eval_steps,
+        load_best_model_at_end=training.keep_best_model,
+        metric_for_best_model=training.best_model_metric if training.keep_best_model else None,
         dataloader_num_workers=training.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
@@ -340,6 +341,11 @@ def _publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[st
         runs.write_json(staging / runs.METRICS, metrics)
         used = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
         (staging / "settings.yaml").write_text(used, encoding="utf-8")
+        trainer.state.save_to_json(str(staging / TRAINER_STATE))  # the log history the report's curves draw
+        try:  # report.md and pictures, in place before the run appears: one more pass over the eval split
+            write_run_report(staging, settings.data, settings.training.best_model_metric, output_dir / run_id)
+        except Exception:  # costs the report, not the trained model
+            logger.exception("Could not write the evaluation report: `uv run evaluate %s` writes it", run_id)
         final = runs.publish(staging, output_dir, run_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

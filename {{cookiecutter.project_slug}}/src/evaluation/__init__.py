@@ -1,0 +1,1 @@
+"""Evaluation, batch prediction and run comparison: the commands between training and serving."""

@@ -1,0 +1,86 @@
+"""`uv run predict INPUT [-o OUTPUT]`: classify a file of texts without starting a server.
+
+INPUT is .jsonl, .json, .csv, .parquet or plain text (one text per line; `-` reads plain text
+from stdin). Every row comes back with `predicted_label`, `predicted_score` and one
+`probability_<label>` per label beside its own columns, in the input's format (plain text
+becomes JSON lines). The default OUTPUT is `<input>.predictions.<ext>` beside the input
+(stdout for stdin). The model is the one the server serves (serving.model_dir, or
+--model-dir), run by the server's own classifier in length-sorted batches on the best device.
+Everything is read and checked before the model loads, and the output is written only at
+the end, through a temporary file: an error or Ctrl-C leaves no half file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from src import cli, runs
+from src.cli import UserError
+from src.config import load_settings
+from src.evaluation import tables
+from src.evaluation.run_files import section, stored_settings
+
+
+def output_path(input_name: str, kind: str, output: str | None) -> tuple[Path | None, str]:
+    """Where the predictions go and in which format; checked before any work is done."""
+    if output == tables.STDIN or (output is None and input_name == tables.STDIN):
+        return None, "jsonl"
+    if output is None:
+        source = Path(input_name)
+        suffix = ".jsonl" if kind == "text" else source.suffix
+        path = source.with_name(f"{source.stem}.predictions{suffix}")
+    else:
+        path = Path(output)
+        if path.is_dir():
+            raise UserError(f"-o {path} is a folder: give a file name such as {path / 'predictions.jsonl'}")
+    out_kind = tables.kind_of(path, "-o")
+    if out_kind == "text":
+        raise UserError(f"-o {path}: plain text cannot hold the predictions: use .jsonl, .json, .csv or .parquet")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"-o {path}: folder {folder} does not exist: create it or choose another place")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"-o {path}: cannot write into {folder}: choose another place")
+    return path, out_kind
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="predict", description="Classify the texts in a file.")
+    parser.add_argument("input", metavar="INPUT", help=f"{tables.SUPPORTED}; - for text on stdin")
+    parser.add_argument("-o", "--output", metavar="OUTPUT", help="where to write (default: beside INPUT; - stdout)")
+    parser.add_argument("--model-dir", type=Path, help="saved model folder (default: serving.model_dir)")
+    parser.add_argument("--text-column", help="column holding the text (default: the run's data.text_column)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    serving = load_settings(flags={"serving.model_dir": ("--model-dir", args.model_dir)}).serving
+    model_dir = runs.resolve_model_dir(serving.model_dir)
+    column = args.text_column or section(stored_settings(model_dir), "data").get("text_column") or "text"
+    table = tables.read_table(args.input)
+    destination, out_kind = output_path(args.input, table.kind, args.output)
+    texts = tables.texts(table, "text" if table.kind == "text" else column)
+
+    from src.evaluation import inference  # torch: only once the input is known to be good
+
+    device = inference.best_device()
+    print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} on {device}", file=sys.stderr)
+    classifier = inference.load(model_dir, device)
+    predictions = inference.classify(classifier, texts)
+    rows = [
+        {
+            **row,
+            "predicted_label": prediction.label,
+            "predicted_score": prediction.score,
+            **{f"probability_{label}": value for label, value in prediction.probabilities.items()},
+        }
+        for row, prediction in zip(table.rows, predictions, strict=True)
+    ]
+    tables.write_table(rows, destination, out_kind)
+    print(f"Wrote {len(rows)} predictions to {destination or 'stdout'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
