@@ -1,0 +1,89 @@
+"""`uv run compare`: finished runs side by side, newest first, `latest` marked (no model needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from src import runs
+from src.config import PROJECT_ROOT
+from src.evaluation import compare
+from tests.conftest import run_module
+
+
+def finished_run(output_dir: Path, run_id: str, finished_at: str, accuracy: float, learning_rate: float) -> Path:
+    run_dir = output_dir / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    runs.write_json(run_dir / runs.RUN_INFO, {"run_id": run_id, "finished_at": finished_at, "base_model": "org/bert"})
+    runs.write_json(run_dir / runs.METRICS, {"accuracy": accuracy, "f1": accuracy - 0.01, "global_step": 152})
+    settings = {"training": {"learning_rate": learning_rate, "num_train_epochs": 4.0, "max_steps": -1}}
+    (run_dir / "settings.yaml").write_text(yaml.safe_dump(settings))
+    return run_dir
+
+
+def three_runs(output_dir: Path) -> None:
+    finished_run(output_dir, "old", "2026-12-01T10:00:00+00:00", 0.71, 1e-4)
+    finished_run(output_dir, "middle", "2026-12-02T10:00:00+00:00", 0.82, 3e-3)
+    finished_run(output_dir, "new", "2026-12-03T10:00:00+00:00", 0.65, 5e-5)
+    runs.point_latest(output_dir, "middle")  # e.g. pointed back at the better run by hand
+    (output_dir / ".checkpoints" / "unfinished").mkdir(parents=True)  # not a finished run: not listed
+
+
+def test_rows_are_newest_first_and_mark_latest(tmp_path: Path) -> None:
+    three_runs(tmp_path)
+    table = compare.rows(tmp_path)
+    assert [row[1] for row in table] == ["new", "middle", "old"]
+    assert [row[0] for row in table] == ["", compare.LATEST_MARK, ""]
+    middle = dict(zip(compare.COLUMNS, table[1], strict=True))
+    assert middle["accuracy"] == "0.8200"
+    assert middle["lr"] == "0.003"
+    assert middle["base model"] == "org/bert"
+    assert middle["steps"] == "152"
+
+
+def test_command_prints_the_table(tmp_path: Path) -> None:
+    three_runs(tmp_path)
+    result = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path), timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    header, *body, legend = lines
+    assert header.split()[:2] == ["run", "finished"]
+    assert "accuracy" in header
+    assert [line.split()[0:2] for line in body] == [["new", "2026-12-03"], ["*", "middle"], ["old", "2026-12-01"]]
+    assert "latest" in legend
+
+    markdown = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path), "--markdown", timeout=60)
+    assert markdown.stdout.splitlines()[3].startswith("| * | middle |")
+
+
+def test_no_runs_says_how_to_make_one(tmp_path: Path) -> None:
+    result = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path / "nothing"), timeout=60)
+    assert result.returncode == 0
+    assert "uv run train-local --smoke" in result.stdout
+
+
+def test_damaged_run_files_cost_their_cells_not_the_table(tmp_path: Path) -> None:
+    three_runs(tmp_path)
+    (tmp_path / "old" / "settings.yaml").write_text("training: [unclosed\n")
+    (tmp_path / "new" / runs.RUN_INFO).write_text("{half")
+    table = {row[1]: dict(zip(compare.COLUMNS, row, strict=True)) for row in compare.rows(tmp_path)}
+    assert table["old"]["lr"] == "-"
+    assert table["old"]["accuracy"] == "0.7100"
+    assert table["new"]["base model"] == "-"
+
+
+def test_light_commands_stay_light() -> None:
+    # compare reads JSON and YAML only; serving must not pay for the plotting library.
+    code = (
+        "import sys, src.evaluation.compare, src.evaluation.predict;"
+        "heavy = [m for m in ('torch', 'matplotlib', 'transformers') if m in sys.modules];"
+        "import src.deployment.serve;"
+        "heavy += [m for m in sys.modules if m.startswith(('matplotlib', 'src.evaluation.report'))];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
