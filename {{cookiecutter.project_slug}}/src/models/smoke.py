@@ -9,7 +9,7 @@ torch and transformers are imported inside `build()`: the launcher reads the pat
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import json
 import random
 import shutil
@@ -98,16 +98,23 @@ def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 2
     """Write model/, train.jsonl and eval.jsonl under target (atomically); return their paths.
 
     The assets are deterministic: a complete set already there (from the same seed and
-    sizes) is kept, so several launchers sharing a folder never pull it from under each other.
+    sizes) is kept, so launchers sharing a folder never pull it from under each other.
     """
     marker = f"seed={seed} train={train_size} eval={eval_size}\n"
-    if (target / COMPLETE_MARKER).is_file() and (target / COMPLETE_MARKER).read_text(encoding="utf-8") == marker:
-        return files(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Launchers started side by side (two runs, two "nodes" on one machine) build one at a time.
+    with (target.parent / f"{target.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / COMPLETE_MARKER).is_file() or (target / COMPLETE_MARKER).read_text(encoding="utf-8") != marker:
+            _write(target, marker, seed, train_size, eval_size)
+    return files(target)
+
+
+def _write(target: Path, marker: str, seed: int, train_size: int, eval_size: int) -> None:
     import torch  # pants: no-infer-dep
     from transformers import DistilBertConfig, DistilBertForSequenceClassification  # pants: no-infer-dep
 
     train_rows, eval_rows = reviews(train_size, seed), reviews(eval_size, seed + 1)
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-smoke-", dir=target.parent))
     try:
         tokenizer = _tokenizer([row["text"] for row in train_rows])
@@ -125,11 +132,9 @@ def build(target: Path, seed: int = 0, train_size: int = 600, eval_size: int = 2
         (staging / COMPLETE_MARKER).write_text(marker, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
-        with contextlib.suppress(OSError):  # another launcher put the same assets in place first
-            staging.rename(target)
+        staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return files(target)
 
 
 def overrides(assets: dict[str, Path]) -> dict[str, Any]:

@@ -231,6 +231,18 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_process_with_143(tmp_path: Path) -> None:
+    process = start_training(tmp_path, **LONG_RUN)
+    wait_for_checkpoints(tmp_path, process)
+    process.send_signal(signal.SIGTERM)  # a scheduler stopping the job: the launcher alone gets it
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    with pytest.raises(ProcessLookupError):  # no training process outlives the launcher
+        os.killpg(process.pid, 0)
+
+
+@pytest.mark.slow
 def test_kill_then_truncated_weights_then_resume_finishes(tmp_path: Path) -> None:
     process = start_training(tmp_path, **LONG_RUN)
     wait_for_checkpoints(tmp_path, process, count=2)
