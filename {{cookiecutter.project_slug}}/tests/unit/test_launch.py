@@ -116,7 +116,7 @@ def test_disk_full_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_launcher_and_settings_stay_light() -> None:
     code = (
-        "import sys, src.config, src.runs, src.models.launch, src.cloud.launch;"
+        "import sys, src.config, src.runs, src.models.launch;"
         "print([name for name in ('torch', 'transformers', 'datasets') if name in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
