@@ -14,9 +14,9 @@ from types import ModuleType
 import pytest
 import yaml
 from cookiecutter.exceptions import CookiecutterException
-from jinja2.exceptions import SecurityError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError
 
 from tests.conftest import TEMPLATE, bake, clean_env
 
