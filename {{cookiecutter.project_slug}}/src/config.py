@@ -153,6 +153,11 @@ class ServingSettings(Section):
     batch_timeout: float = Field(ge=0, le=10)
     max_payload_bytes: int = Field(ge=1024)
     timeout: float = Field(gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        default="auto", description="auto: bf16/fp16 on CUDA, fp16 on MPS, the measured CPU default (see serving)"
+    )
+    threads_per_worker: int | None = Field(default=None, ge=1, le=1024, description="null: the cores / workers")
+    read_timeout: float = Field(default=10.0, gt=0, le=600, description="seconds to send the headers, then the body")
 
 
 class CloudSettings(Section):
@@ -165,6 +170,10 @@ class CloudSettings(Section):
     managed: bool
     idle_minutes_to_autostop: int | None = Field(ge=1)
     down: bool
+    # SkyServe (`uv run serve-cloud`): the replica policy, probe and port live in the service file.
+    service_file: ProjectPath = Field(default=Path("sky_serve.yaml"), validate_default=True)
+    service_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")] = "model-serve"
+    service_use_spot: bool = False
 
 
 class Settings(Section):

@@ -1,0 +1,180 @@
+"""Check, before serving, that a saved model folder can serve correctly; no torch needed.
+
+The server runs this in its parent process (which LitServe forks into its API servers, so
+torch and transformers must not be imported there): config.json must describe a sequence
+classifier, the tokenizer must load, the weights must be complete (every tensor the
+safetensors header lists lies inside the file), and the run's record must agree with the
+config. It reads headers, not tensors: a second or so on a real-size model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.cli import UserError
+from src.runs import RUN_INFO
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_WEIGHTS = "pytorch_model.bin"
+# Tokenizer files transformers can load: the fast tokenizer, or the files of a slow one.
+SLOW_TOKENIZER_FILES = ("vocab.txt", "spiece.model", "sentencepiece.bpe.model", "vocab.json")
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
+class BadModelFolderError(UserError):
+    """The model folder cannot serve; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    path: Path
+    labels: list[str]
+    max_length: int  # tokens: where the run was trained to truncate
+
+
+def _fail(path: Path, problem: str) -> BadModelFolderError:
+    return BadModelFolderError(
+        f"{path}: {problem}. The model folder cannot serve: point --model-dir / serving.model_dir at a "
+        "complete saved model (what train-local publishes), or train a new one"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise _fail(path, f"not readable JSON ({error})") from None
+
+
+def _check_config(model_dir: Path) -> dict[str, Any]:
+    config = _read_json(model_dir / "config.json")
+    path = model_dir / "config.json"
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise _fail(path, "no model_type: not a transformers model config")
+    architectures = config.get("architectures") or []
+    if not any(isinstance(name, str) and name.endswith("ForSequenceClassification") for name in architectures):
+        raise _fail(path, f"not a sequence classifier (architectures: {architectures}): fine-tune it first")
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or len(id2label) < 2:
+        raise _fail(path, "id2label must name two or more labels")
+    try:
+        keys = sorted(int(key) for key in id2label)
+    except (TypeError, ValueError):
+        raise _fail(path, "id2label keys must be the label indices 0, 1, ...") from None
+    if keys != list(range(len(keys))) or not all(isinstance(value, str) for value in id2label.values()):
+        raise _fail(path, "id2label must map 0, 1, ... to label names")
+    return config
+
+
+def _check_tokenizer(model_dir: Path) -> int | None:
+    """The tokenizer's own length limit, when it states one."""
+    fast = model_dir / "tokenizer.json"
+    if fast.is_file():
+        from tokenizers import Tokenizer  # Rust, light: no torch
+
+        try:
+            Tokenizer.from_file(str(fast))
+        except Exception as error:  # tokenizers raises bare Exceptions for malformed files
+            raise _fail(fast, f"the tokenizer does not load ({str(error)[:200]})") from None
+    elif not any((model_dir / name).is_file() for name in SLOW_TOKENIZER_FILES):
+        raise _fail(model_dir, "no tokenizer files (tokenizer.json, or vocab.txt and friends)")
+    config_path = model_dir / "tokenizer_config.json"
+    if not config_path.is_file():
+        return None
+    config = _read_json(config_path)
+    limit = config.get("model_max_length") if isinstance(config, dict) else None
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def _check_safetensors(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            (header_bytes,) = struct.unpack("<Q", handle.read(8).ljust(8, b"\0"))
+            if not 2 <= header_bytes <= min(MAX_HEADER_BYTES, size - 8):
+                raise _fail(path, "not a safetensors file (bad header length): the weights are damaged")
+            header = json.loads(handle.read(header_bytes))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise _fail(path, "unreadable safetensors header: the weights are damaged") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "unreadable safetensors header: the weights are damaged")
+    end = 0
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, stop = tensor["data_offsets"]
+            expected = math.prod(tensor["shape"]) * DTYPE_BYTES[tensor["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise _fail(path, f"tensor {name!r} is described wrongly: the weights are damaged") from None
+        if not 0 <= begin <= stop or stop - begin != expected:
+            raise _fail(path, f"tensor {name!r} has wrong offsets: the weights are damaged")
+        end = max(end, stop)
+    if 8 + header_bytes + end != size:
+        raise _fail(path, f"{size} bytes where the header describes {8 + header_bytes + end}: truncated or damaged")
+
+
+def _check_weights(model_dir: Path) -> None:
+    if (model_dir / SAFETENSORS).is_file():
+        _check_safetensors(model_dir / SAFETENSORS)
+    elif (model_dir / SAFETENSORS_INDEX).is_file():
+        index = _read_json(model_dir / SAFETENSORS_INDEX)
+        shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
+        if not shards:
+            raise _fail(model_dir / SAFETENSORS_INDEX, "lists no weight files")
+        for shard in sorted(shards):
+            if not (model_dir / shard).is_file():
+                raise _fail(model_dir / shard, "missing (listed in the index)")
+            _check_safetensors(model_dir / shard)
+    elif (model_dir / PYTORCH_WEIGHTS).is_file():
+        try:
+            with zipfile.ZipFile(model_dir / PYTORCH_WEIGHTS) as archive:
+                damaged = archive.testzip()
+        except (OSError, zipfile.BadZipFile):
+            damaged = PYTORCH_WEIGHTS
+        if damaged is not None:
+            raise _fail(model_dir / PYTORCH_WEIGHTS, "the weights are truncated or damaged")
+    else:
+        raise _fail(model_dir, f"no weights ({SAFETENSORS} or {PYTORCH_WEIGHTS})")
+
+
+def trained_max_length(run_info: dict[str, Any], tokenizer_limit: int | None, positions: int | None) -> int:
+    """Where the run truncated when it trained (run.json), else the longest input the model takes."""
+    recorded = run_info.get("max_length")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
+    limits = [limit for limit in (tokenizer_limit, positions) if isinstance(limit, int) and limit > 0]
+    return min(limits) if limits else 512
+
+
+def inspect_model_folder(model_dir: Path) -> ModelFolder:
+    """What serving needs to know about a model folder, or BadModelFolderError saying what is wrong."""
+    if not model_dir.is_dir():
+        raise _fail(model_dir, "not a folder")
+    config = _check_config(model_dir)
+    tokenizer_limit = _check_tokenizer(model_dir)
+    _check_weights(model_dir)
+    labels = [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
+    info: dict[str, Any] = {}
+    if (model_dir / RUN_INFO).is_file():
+        info = _read_json(model_dir / RUN_INFO)
+        if not isinstance(info, dict):
+            raise _fail(model_dir / RUN_INFO, "not a JSON object")
+        if "labels" in info and info["labels"] != labels:
+            raise _fail(model_dir / RUN_INFO, f"labels {info['labels']} differ from config.json's {labels}")
+    positions = config.get("max_position_embeddings")
+    max_length = trained_max_length(info, tokenizer_limit, positions if isinstance(positions, int) else None)
+    if isinstance(positions, int) and max_length > positions:
+        raise _fail(model_dir / RUN_INFO, f"max_length {max_length} exceeds the model's {positions} positions")
+    return ModelFolder(path=model_dir, labels=labels, max_length=max_length)
