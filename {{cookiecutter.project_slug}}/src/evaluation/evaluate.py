@@ -30,6 +30,8 @@ from src.evaluation import metrics, report, tables
 from src.evaluation.run_files import RUN_SETTINGS, read_json, section, stored_settings
 
 EVALUATION = "evaluation.json"
+# The model as trained: comparable with metrics.json and across runs, whatever serving uses.
+FULL_PRECISION = "fp32"
 MISTAKES = "mistakes.csv"
 
 
@@ -118,14 +120,16 @@ def evaluate(
     metric: str = "f1",
     training: Mapping[str, Any] | None = None,
     published_as: Path | None = None,
+    precision: str = FULL_PRECISION,
 ) -> dict[str, Any]:
     """Classify `examples` with the model and write evaluation.json, mistakes.csv, pictures, report.md.
 
     `published_as`: where the model will be once published (it is evaluated in its staging folder).
+    `precision`: fp32 measures the model as trained (what metrics.json has); `auto` as served.
     """
     from src.evaluation import inference  # torch: only once there is something to classify
 
-    classifier = inference.load(model_dir)
+    classifier = inference.load(model_dir, precision)
     names = classifier.labels
     unknown = sorted(set(examples.labels) - set(names))
     if unknown:
@@ -144,6 +148,8 @@ def evaluate(
         "model_dir": str(published_as or model_dir),
         "data": examples.description,
         "evaluated_at": runs.started_at(runs.now_utc()),
+        "precision": classifier.precision,
+        "device": str(classifier.device),
         **metrics.classification_report(truth, predicted, names),
         "mistakes": len(mistakes),
         "worst_mistakes": mistakes[: report.WORST_SHOWN],
@@ -202,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text-column", help="column holding the text in --data (default: the run's data.text_column)")
     parser.add_argument("--label-column", help="column holding the label in --data (default: the run's)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs are (default: training.output_dir)")
+    parser.add_argument(
+        "--precision",
+        default=FULL_PRECISION,
+        help=f"{FULL_PRECISION} (default: the model as trained), or as served: auto, bf16, fp16, int8",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.run and args.model_dir:
         raise UserError("give a RUN or --model-dir, not both")
@@ -230,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.label_column or columns.get("label_column", "label"),
         )
         target = _target_for(model_dir, args.data)
-    evaluation = evaluate(model_dir, examples, target, metric, training_summary(model_dir))
+    evaluation = evaluate(model_dir, examples, target, metric, training_summary(model_dir), precision=args.precision)
     summary = {key: evaluation[key] for key in ("accuracy", "macro_f1", "count", "mistakes")}
     print(json.dumps({"run": model_dir.name, **summary, "report": str(target / report.REPORT)}, indent=2))
     return 0

@@ -1,8 +1,10 @@
 """Batched prediction with the server's own classifier, on the best device, with a progress bar.
 
 `predict` and `evaluate` both go through `classify`, which runs `Classifier.predict` (what the
-server's worker runs) on length-sorted chunks, so a file's predictions equal the server's for
-the same texts while the progress bar moves. Imports torch: not for the light commands.
+server's worker runs) on chunks of the texts sorted by token count, the order the classifier
+uses itself. A chunk is a whole number of its micro-batches, so every micro-batch holds the
+same texts as one `Classifier.predict` call over the whole file would: the same numbers,
+also under int8, whose activation scales depend on the batch. Imports torch.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from src.deployment.classifier import Classifier
+from src.deployment.classifier import MICRO_BATCH, Classifier
 from src.deployment.schemas import Prediction
 
-# Texts per call to Classifier.predict (it splits them into micro-batches itself): big enough
-# to keep the device busy, small enough for the progress bar to move.
-CHUNK = 256
+# Texts per call: enough to keep the device busy, few enough for the progress bar to move.
+CHUNK = 16 * MICRO_BATCH
 
 
 def best_device() -> str:
@@ -29,13 +30,14 @@ def best_device() -> str:
     return "cpu"
 
 
-def load(model_dir: Path, device: str | None = None) -> Classifier:
-    return Classifier(model_dir, device or best_device())
+def load(model_dir: Path, precision: str = "auto", device: str | None = None) -> Classifier:
+    return Classifier(model_dir, device or best_device(), precision=precision)
 
 
 def classify(classifier: Classifier, texts: Sequence[str], description: str = "predict") -> list[Prediction]:
-    """Predictions in the order of `texts`; chunks of similar length pad little."""
-    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+    """Predictions in the order of `texts`."""
+    lengths = [len(ids) for ids in classifier.encode(texts)]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
     results: list[Prediction | None] = [None] * len(texts)
     # disable=None: a bar on a terminal, nothing in logs and pipes.
     with tqdm(total=len(texts), desc=description, unit="text", disable=None, dynamic_ncols=True) as bar:

@@ -4,8 +4,9 @@ INPUT is .jsonl, .json, .csv, .parquet or plain text (one text per line; `-` rea
 from stdin). Every row comes back with `predicted_label`, `predicted_score` and one
 `probability_<label>` per label beside its own columns, in the input's format (plain text
 becomes JSON lines). The default OUTPUT is `<input>.predictions.<ext>` beside the input
-(stdout for stdin). The model is the one the server serves (serving.model_dir, or
---model-dir), run by the server's own classifier in length-sorted batches on the best device.
+(stdout for stdin). The model and precision are the server's (serving.model_dir and
+serving.precision, or --model-dir and --precision), run by the server's own classifier in
+length-sorted batches on the best device.
 Everything is read and checked before the model loads, and the output is written only at
 the end, through a temporary file: an error or Ctrl-C leaves no half file.
 """
@@ -54,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", metavar="OUTPUT", help="where to write (default: beside INPUT; - stdout)")
     parser.add_argument("--model-dir", type=Path, help="saved model folder (default: serving.model_dir)")
     parser.add_argument("--text-column", help="column holding the text (default: the run's data.text_column)")
+    parser.add_argument("--precision", help="auto, fp32, bf16, fp16 or int8 (default: serving.precision)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    serving = load_settings(flags={"serving.model_dir": ("--model-dir", args.model_dir)}).serving
+    flags = {"serving.model_dir": ("--model-dir", args.model_dir), "serving.precision": ("--precision", args.precision)}
+    serving = load_settings(flags=flags).serving
     model_dir = runs.resolve_model_dir(serving.model_dir)
     column = args.text_column or section(stored_settings(model_dir), "data").get("text_column") or "text"
     table = tables.read_table(args.input)
@@ -65,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.evaluation import inference  # torch: only once the input is known to be good
 
     device = inference.best_device()
-    print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} on {device}", file=sys.stderr)
-    classifier = inference.load(model_dir, device)
+    classifier = inference.load(model_dir, serving.precision, device)  # as the server runs it
+    print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} "
+          f"({classifier.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
     predictions = inference.classify(classifier, texts)
     rows = [
         {
