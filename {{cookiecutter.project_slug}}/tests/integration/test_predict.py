@@ -1,0 +1,125 @@
+"""`uv run predict` on the tiny offline model: same answers as the server, every format, no half files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from src.config import PROJECT_ROOT
+from src.deployment.classifier import Classifier
+from src.evaluation import predict, tables
+from tests.conftest import clean_env, only_error_line, run_module
+from tests.integration.test_serve import running_server
+
+WORDS = ["great", "awful", "moving", "dull", "the", "film", "was", "really", "brilliant", "tedious", "plot", "cast"]
+
+
+def reviews(count: int, repeat: int = 1) -> list[str]:
+    """Texts of varied length (so length-sorted batching reorders them), deterministic."""
+    return [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 40)) * repeat for i in range(count)]
+
+
+def write_jsonl(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": index, "text": text}) + "\n" for index, text in enumerate(texts)))
+    return path
+
+
+def test_1000_rows_equal_the_servers_classifier(trained_model: Path, tmp_path: Path) -> None:
+    texts = reviews(1000)
+    source = write_jsonl(tmp_path / "reviews.jsonl", texts)
+    result = run_module("src.evaluation.predict", str(source), "--model-dir", str(trained_model))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "reviews.predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 1000
+    assert [row["id"] for row in rows] == list(range(1000)), "input order and columns kept"
+    expected = Classifier(trained_model).predict(texts)  # the server's worker, same precision
+    for row, prediction in zip(rows, expected, strict=True):
+        assert row["predicted_label"] == prediction.label
+        assert row["predicted_score"] == prediction.score, "same micro-batches: the same numbers"
+        assert row["probability_neg"] + row["probability_pos"] == pytest.approx(1.0, abs=1e-5)
+        assert row["predicted_score"] == max(row["probability_neg"], row["probability_pos"])
+
+
+def test_a_few_through_a_real_server(trained_model: Path, tmp_path: Path) -> None:
+    # fp32 on both sides: under int8 (the CPU default) activation scales follow the batch, and
+    # one request at a time is a batch of one while predict runs batches of 16.
+    texts = reviews(6, repeat=2)
+    output = tmp_path / "out.jsonl"
+    source = write_jsonl(tmp_path / "in.jsonl", texts)
+    predict.main([str(source), "-o", str(output), "--model-dir", str(trained_model), "--precision", "fp32"])
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    with running_server(trained_model, "--precision", "fp32") as server:
+        answers = [httpx.post(f"{server.url}/predict", json={"text": text}, timeout=60).json() for text in texts]
+    for row, answer in zip(rows, answers, strict=True):
+        assert row["predicted_label"] == answer["label"]
+        assert row["predicted_score"] == pytest.approx(answer["score"], abs=1e-5)
+        assert row["probability_pos"] == pytest.approx(answer["probabilities"]["pos"], abs=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json", ".txt"])
+def test_every_format_keeps_its_rows(trained_model: Path, tmp_path: Path, suffix: str) -> None:
+    texts = reviews(50)
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".txt":
+        source.write_text("\n".join(texts) + "\n")
+    else:
+        tables.write_table([{"id": str(i), "text": text} for i, text in enumerate(texts)], source, suffix[1:])
+    predict.main([str(source), "--model-dir", str(trained_model)])
+    output = tmp_path / f"in.predictions{'.jsonl' if suffix == '.txt' else suffix}"
+    rows = tables.read_table(str(output)).rows
+    assert [row["text"] for row in rows] == texts
+    assert all(row["predicted_label"] in {"neg", "pos"} for row in rows)
+    if suffix != ".txt":
+        assert [row["id"] for row in rows] == [str(i) for i in range(50)]
+
+
+def test_stdin_to_stdout(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a wonderful film\nawful and dull\n")))
+    predict.main(["-", "--model-dir", str(trained_model)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == ["a wonderful film", "awful and dull"]
+    assert [row["predicted_label"] for row in rows] == ["pos", "neg"]
+
+
+def test_a_line_without_text_stops_naming_it(trained_model: Path, tmp_path: Path) -> None:
+    lines = [json.dumps({"text": text}) for text in reviews(1000)]
+    lines[736] = json.dumps({"text": "   "})
+    (tmp_path / "reviews.jsonl").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out.jsonl"
+    result = run_module("src.evaluation.predict", str(tmp_path / "reviews.jsonl"), "-o", str(output),
+                        "--model-dir", str(trained_model), timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert "line 737" in only_error_line(result.stderr)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output, no temporary file"
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_predict_leaves_no_file(trained_model: Path, tmp_path: Path, sent: int, code: int) -> None:
+    source = write_jsonl(tmp_path / "many.jsonl", reviews(300, repeat=3) * 100)  # a minute of work
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.evaluation.predict", str(source), "--model-dir", str(trained_model)],
+        cwd=PROJECT_ROOT, env=clean_env(), start_new_session=True, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    started = time.monotonic()
+    while "Classifying" not in process.stderr.readline():
+        assert process.poll() is None, "predict stopped before classifying"
+        assert time.monotonic() - started < 120, "predict did not start"
+    time.sleep(1.0)  # in the middle of the batches
+    assert process.poll() is None, "finished before it could be interrupted: make the input bigger"
+    os.killpg(process.pid, sent)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["many.jsonl"], "no output, no temporary file"
