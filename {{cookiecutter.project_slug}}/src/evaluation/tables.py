@@ -122,6 +122,7 @@ def _keys(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _csv(text: str, source: str) -> Table:
+    csv.field_size_limit(2**31 - 1)  # a long review is no reason to stop (the default is 128 KiB)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows, places = [], []
     try:
@@ -160,6 +161,8 @@ def texts(table: Table, column: str, flag: str = "--text-column") -> list[str]:
     found = []
     for row, place in zip(table.rows, table.places, strict=True):
         value = row.get(column)
+        if table.kind == "text" and not str(value).strip():
+            raise TableError(f"{table.source} {place} is empty: one text per line (remove the blank line)")
         if not isinstance(value, str) or not value.strip():
             problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r:.40})"
             hint = "" if column in row or table.kind == "text" else f" (the row has {sorted(row)[:8]}: pass {flag}?)"
