@@ -142,6 +142,33 @@ def test_train_cloud_offline(
     assert not sky_servers(), "no SkyPilot API server left running"
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_serve_cloud_offline(
+    cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    project = project_for(cloud, synced, tmp_path_factory)
+    env = no_credentials_env(tmp_path)
+
+    dry = project.run("uv", "run", "serve-cloud", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert dry.stdout.startswith("sky serve up ")
+    assert "sky_serve.yaml" in dry.stdout
+    assert f"--infra {cloud}" in dry.stdout
+
+    check = "import sky; t = sky.Task.from_yaml('sky_serve.yaml'); print(t.service.readiness_path)"
+    schema = project.run("uv", "run", "python", "-c", check, env=env)
+    assert schema.returncode == 0, schema.stderr[-3000:]
+    assert schema.stdout.strip() == "/health"
+
+    started = time.monotonic()
+    launch = project.run("uv", "run", "serve-cloud", timeout=120, env={**env, "LIT_SERVER_API_KEY": "k"})
+    assert time.monotonic() - started < 30
+    assert launch.returncode != 0
+    assert f"{cloud} has no usable credentials" in launch.stderr
+    assert "Traceback" not in launch.stderr
+    assert not sky_servers(), "no SkyPilot API server left running"
+
+
 PANTS_RESULT = re.compile(r"^[✓✕] (tests/\S+) (succeeded|failed)(?: in [\d.]+s)?(?: \((memoized|cached[^)]*)\))?", re.M)
 
 

@@ -118,10 +118,10 @@ def _isolate_skypilot() -> None:
     os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
 
 
-def validate_task(task_file: Path) -> None:
+def validate_task(task_file: Path, setting: str = "cloud.task_file") -> None:
     """SkyPilot's own schema check, offline: typos come back with its "did you mean" hint."""
     if not task_file.is_file():
-        raise CloudError(f"{task_file}: task file not found (cloud.task_file in configs/settings.yaml)")
+        raise CloudError(f"{task_file}: task file not found ({setting} in configs/settings.yaml)")
     if importlib.util.find_spec("sky") is None:
         raise CloudError(INSTALL_HINT)
     _isolate_skypilot()

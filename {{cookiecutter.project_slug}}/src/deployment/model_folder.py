@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from src.cli import UserError
-from src.runs import RUN_INFO
+from src.runs import LATEST, RUN_INFO, ModelNotFoundError, finished_runs, resolve_model_dir
 
+API_KEY_ENV = "LIT_SERVER_API_KEY"  # LitServe's name; src/deployment/serve.py and serve-cloud read it
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
@@ -178,3 +179,14 @@ def inspect_model_folder(model_dir: Path) -> ModelFolder:
     if isinstance(positions, int) and max_length > positions:
         raise _fail(model_dir / RUN_INFO, f"max_length {max_length} exceeds the model's {positions} positions")
     return ModelFolder(path=model_dir, labels=labels, max_length=max_length)
+
+
+def model_to_serve(path: Path) -> Path:
+    """The model folder, following `latest`; if that pointer is gone, the newest finished run beside it."""
+    try:
+        return resolve_model_dir(path)
+    except ModelNotFoundError:
+        newest = finished_runs(path.parent) if path.name == LATEST else []
+        if not newest:
+            raise
+        return resolve_model_dir(newest[0])

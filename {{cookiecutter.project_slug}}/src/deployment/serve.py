@@ -38,11 +38,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from src import cli
 from src.cli import UserError
 from src.config import ServingSettings, load_settings
-from src.deployment.model_folder import ModelFolder, inspect_model_folder
+from src.deployment.model_folder import API_KEY_ENV, ModelFolder, inspect_model_folder, model_to_serve
 from src.deployment.schemas import Prediction
-from src.runs import LATEST, ModelNotFoundError, finished_runs, resolve_model_dir
 
-API_KEY_ENV = "LIT_SERVER_API_KEY"
 API_KEY_HEADER = b"x-api-key"
 
 
@@ -302,17 +300,6 @@ def ensure_port_free(host: str, port: int) -> None:
             if error.errno == errno.EADDRINUSE:
                 raise UserError(f"{where}: already in use (another server?): stop it or choose another port") from None
             raise UserError(f"{where}: cannot listen there ({error.strerror})") from None
-
-
-def model_to_serve(path: Path) -> Path:
-    """The model folder, following `latest`; if that pointer is gone, the newest finished run beside it."""
-    try:
-        return resolve_model_dir(path)
-    except ModelNotFoundError:
-        newest = finished_runs(path.parent) if path.name == LATEST else []
-        if not newest:
-            raise
-        return resolve_model_dir(newest[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

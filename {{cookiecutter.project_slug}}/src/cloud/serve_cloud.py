@@ -1,0 +1,133 @@
+"""`uv run serve-cloud`: serve a trained model on the cloud with SkyServe.
+
+Builds `sky serve up sky_serve.yaml --service-name <name> --infra <cloud> ...` from
+configs/settings.yaml. By default the replicas serve the newest finished run that
+`uv run train-cloud` wrote to the training bucket; `--run <run id>` picks another run
+there, and `--model-dir <folder>` uploads a model folder from this machine instead (after
+the same check `uv run serve` makes). The spec is validated offline with SkyPilot's own
+schema, then the cloud's credentials, then it hands over to `sky`; `--dry-run` stops after
+the schema check and prints the command. The API key (LIT_SERVER_API_KEY) goes to the
+replicas as a secret, by name only. Local `SECTION__FIELD` overrides (SERVING__PRECISION=fp32,
+...) reach the replicas with `--env`, as with train-cloud. Unknown arguments pass to sky.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from src import cli
+from src.cloud.launch import INSTALL_HINT, CloudError, check_credentials, forwarded_env, validate_task
+from src.config import Settings, load_settings
+from src.deployment.model_folder import API_KEY_ENV, inspect_model_folder, model_to_serve
+from src.runs import LATEST
+
+BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
+UPLOADED_MODEL = "/model"
+MODEL_DIR_ENV = "SERVING__MODEL_DIR"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="serve-cloud", description="Serve the model on the cloud with SkyServe.")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the command only")
+    parser.add_argument("--infra", help="cloud[/region], e.g. aws or gcp/us-central1 (default: cloud.infra)")
+    parser.add_argument("--gpus", help="a GPU per replica, e.g. T4:1 (default: CPU replicas)")
+    parser.add_argument("--spot", action="store_true", default=None, help="spot replicas (cloud.service_use_spot)")
+    parser.add_argument("--service", help="service name (default: cloud.service_name)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", help="a finished run id on the training bucket (default: the newest)")
+    source.add_argument("--model-dir", type=Path, help="a model folder on this machine, uploaded to the replicas")
+    return parser.parse_known_args(argv)
+
+
+def flags(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    return {
+        "cloud.infra": ("--infra", args.infra),
+        "cloud.gpus": ("--gpus", args.gpus),
+        "cloud.service_use_spot": ("--spot", args.spot),
+        "cloud.service_name": ("--service", args.service),
+    }
+
+
+def model_source(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """(model folder on the replicas, local folder to upload or None)."""
+    if args.model_dir is not None:
+        folder = inspect_model_folder(model_to_serve(args.model_dir.expanduser().resolve())).path
+        return UPLOADED_MODEL, folder
+    if args.run is not None:
+        run = str(args.run)
+        if run in {"", ".", ".."} or "/" in run or run.startswith("."):
+            raise CloudError(f"--run {run!r}: give a run id such as smoke-20261202-153000 (see `uv run compare`)")
+        return f"{BUCKET_MODELS}/{run}", None
+    return f"{BUCKET_MODELS}/{LATEST}", None
+
+
+def spec_with_upload(service_file: Path, folder: Path) -> Path:
+    """A copy of the service file that also uploads `folder` to the replicas."""
+    spec = yaml.safe_load(service_file.read_text(encoding="utf-8"))
+    if not isinstance(spec, dict):
+        raise CloudError(f"{service_file}: expected a SkyPilot service spec (a mapping)")
+    spec["workdir"] = str(service_file.parent.resolve())  # the copy lives elsewhere
+    spec.setdefault("file_mounts", {})[UPLOADED_MODEL] = str(folder)
+    target = Path(tempfile.mkdtemp(prefix="serve-cloud-")) / service_file.name
+    target.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def build_command(
+    settings: Settings, spec: Path, model_dir: str, passthrough: Sequence[str], environ: Mapping[str, str]
+) -> list[str]:
+    """The sky command line. The API key is passed by name: sky reads its value itself."""
+    cloud = settings.cloud
+    command = ["sky", "serve", "up", str(spec), "--service-name", cloud.service_name, "--infra", cloud.infra]
+    if cloud.gpus:
+        command += ["--gpus", cloud.gpus]
+    if cloud.service_use_spot:
+        command.append("--use-spot")
+    forwarded, _ = forwarded_env(environ, cloud.service_file)
+    forwarded = [(key, value) for key, value in forwarded if key != MODEL_DIR_ENV]
+    for key, value in [(MODEL_DIR_ENV, model_dir), *forwarded]:
+        command += ["--env", f"{key}={value}"]
+    command += ["--secret", API_KEY_ENV]
+    return [*command, *passthrough]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, passthrough = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = load_settings(flags=flags(args))
+    service_file = settings.cloud.service_file
+    validate_task(service_file, setting="cloud.service_file")
+    model_dir, upload = model_source(args)
+    spec = service_file if upload is None else spec_with_upload(service_file, upload)
+    if upload is not None:
+        validate_task(spec, setting="cloud.service_file")
+    command = build_command(settings, spec, model_dir, passthrough, os.environ)
+    if args.dry_run:
+        print(shlex.join(command))
+        if not os.environ.get(API_KEY_ENV):
+            print(f"note: set {API_KEY_ENV} before the real launch: the replicas require it", file=sys.stderr)
+        return 0
+    if not os.environ.get(API_KEY_ENV):
+        raise CloudError(
+            f"{API_KEY_ENV} is not set: the service would be open to anyone who finds its address. "
+            f"Set it (e.g. export {API_KEY_ENV}=$(openssl rand -hex 24)) and run serve-cloud again"
+        )
+    check_credentials(settings.cloud.infra)
+    sky_cli = shutil.which("sky")
+    if sky_cli is None:
+        raise CloudError(INSTALL_HINT)
+    print(f"+ {shlex.join(command)}", flush=True)
+    os.execv(sky_cli, command)
+    return 0  # not reached: execv replaces this process
+
+
+if __name__ == "__main__":
+    cli.run(main)
