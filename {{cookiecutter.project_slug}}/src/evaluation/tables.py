@@ -156,6 +156,8 @@ def _parquet(data: bytes, source: str) -> Table:
 
 def texts(table: Table, column: str, flag: str = "--text-column") -> list[str]:
     """The text of every row; a row without one stops with its line."""
+    if not table.rows:
+        raise TableError(f"{table.source} has no rows, only a header: nothing to classify")
     if table.kind in {"csv", "parquet"} and column not in table.columns:
         raise TableError(f"{table.source}: no column {column!r} (it has {table.columns}): pass {flag} NAME")
     found = []

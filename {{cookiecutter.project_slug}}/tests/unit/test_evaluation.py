@@ -107,6 +107,11 @@ def test_unreadable_inputs_say_why(tmp_path: Path, name: str, content: bytes, pr
         tables.read_table(str(write(tmp_path / name, content)))
 
 
+def test_a_header_without_rows_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="has no rows"):
+        tables.texts(tables.read_table(str(write(tmp_path / "in.csv", "text,label\n"))), "text")
+
+
 def test_csv_without_the_text_column_names_the_columns(tmp_path: Path) -> None:
     table = tables.read_table(str(write(tmp_path / "in.csv", "review,stars\ngreat,5\n")))
     with pytest.raises(UserError, match=r"no column 'text' \(it has \['review', 'stars'\]\): pass --text-column"):
