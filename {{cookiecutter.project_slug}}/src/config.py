@@ -25,7 +25,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 
 from src.cli import UserError
@@ -130,17 +131,19 @@ class TrainingSettings(Section):
     num_processes: int | None = Field(default=None, ge=1, le=4096, description="null: one per GPU, one on CPU")
     distributed_port: int = Field(default=29500, ge=1024, le=65535)
 
-    @model_validator(mode="after")
-    def _best_model_needs_evaluations(self) -> TrainingSettings:
+    @field_validator("keep_best_model")
+    @classmethod
+    def _best_model_needs_evaluations(cls, keep: bool, info: ValidationInfo) -> bool:
         # The best model is one of the saved checkpoints, judged by the evaluation at its step.
-        if self.keep_best_model and self.eval_steps is None:
-            raise ValueError("keep_best_model needs eval_steps: set training.eval_steps (e.g. to save_steps)")
-        if self.keep_best_model and self.eval_steps and self.save_steps % self.eval_steps:
+        eval_steps, save_steps = info.data.get("eval_steps"), info.data.get("save_steps")
+        if keep and eval_steps is None and "eval_steps" in info.data:
+            raise ValueError("needs evaluations: set training.eval_steps (e.g. to save_steps)")
+        if keep and eval_steps and save_steps and save_steps % eval_steps:
             raise ValueError(
-                f"keep_best_model needs save_steps ({self.save_steps}) to be a multiple of eval_steps "
-                f"({self.eval_steps}): each checkpoint must have an evaluation"
+                f"needs save_steps ({save_steps}) to be a multiple of eval_steps ({eval_steps}): "
+                "each checkpoint must have an evaluation"
             )
-        return self
+        return keep
 
 
 class ServingSettings(Section):

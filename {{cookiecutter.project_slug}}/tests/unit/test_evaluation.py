@@ -39,8 +39,11 @@ def test_macro_f1_averages_only_labels_that_occur() -> None:
 @pytest.mark.parametrize(
     ("training", "fragment"),
     [
-        ({"keep_best_model": True, "eval_steps": None}, "keep_best_model needs eval_steps"),
-        ({"keep_best_model": True, "eval_steps": 30, "save_steps": 200}, "multiple of eval_steps"),
+        ({"keep_best_model": True, "eval_steps": None}, "training.keep_best_model: needs evaluations"),
+        (
+            {"keep_best_model": True, "eval_steps": 30, "save_steps": 200},
+            r"training.keep_best_model: needs save_steps \(200\) to be a multiple of eval_steps \(30\)",
+        ),
         ({"best_model_metric": "loss"}, "training.best_model_metric"),
         ({"eval_steps": 0}, "training.eval_steps"),
     ],
