@@ -72,9 +72,11 @@ def exit_code(main: Callable[[], int | None]) -> int:
         _report(EXIT_USER_ERROR, describe_os_error(error))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
         _report(EXIT_INTERRUPTED, "")
         return EXIT_INTERRUPTED
     except Terminated:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _report(EXIT_TERMINATED, "")
         return EXIT_TERMINATED
 
