@@ -53,14 +53,29 @@ def sections() -> list[str]:
             for mode, by_level in serving["served"].items()
             for level, r in by_level.items()
         ]
+        ceilings = serving["in_process_ceiling_samples_per_second"]
+        if not isinstance(ceilings, dict):  # results from before the int8 option
+            ceilings = {"fp32": ceilings}
+        ceiling_text = ", ".join(f"{name} {value:.1f}" for name, value in ceilings.items())
         ratios = "; ".join(f"{name}: **{value:.2f}**" for name, value in serving["ratios"].items())
-        out.append(
+        text = (
             f"**Serving** (`benchmarks/serving_throughput.py`): {serving['model']}, short reviews "
             f"(~{serving['mean_words_per_text']:.0f} words), client and server on the same {serving['machine']}. "
-            f"In-process batched ceiling: {serving['in_process_ceiling_samples_per_second']:.1f} samples/s. "
-            f"{ratios}.\n\n"
+            f"In-process batched ceiling (samples/s): {ceiling_text}. {ratios}.\n\n"
             + markdown_table(["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows)
         )
+        if accuracy := serving.get("int8_accuracy_on_smoke_eval"):
+            text += (
+                f"\n\nint8 against fp32 on the smoke eval split ({accuracy['eval_samples']:.0f} reviews, a smoke "
+                f"model trained in the same run): accuracy {accuracy['accuracy_fp32']:.3f} -> "
+                f"{accuracy['accuracy_int8']:.3f} ({accuracy['accuracy_change_points']:+.1f} points), labels agree "
+                f"on {100 * accuracy['label_agreement']:.1f}%, largest probability change "
+                f"{accuracy['max_probability_change']:.3f}."
+            )
+        if checks := serving.get("targets"):
+            target_rows = [[c["target"], c["value"], c["limit"], "met" if c["met"] else "**missed**"] for c in checks]
+            text += "\n\n" + markdown_table(["target", "value", "goal", ""], target_rows)
+        out.append(text)
     if pants := load("pants_timings"):
         rows = [[run, value] for run, value in pants["seconds"].items()]
         if "rerun_after_editing" in pants:

@@ -318,7 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving = load_settings(flags=flags).serving
     ensure_port_free(serving.host, serving.port)
     if serving.precision == "int8" and serving.accelerator in ("cuda", "mps"):
-        raise UserError(f"serving.precision: int8 runs on CPU only, not with accelerator {serving.accelerator}")
+        raise UserError(
+            f"--precision / serving.precision: int8 runs on CPU only, not with serving.accelerator "
+            f"{serving.accelerator}: use auto, fp16 or bf16 there"
+        )
     model = inspect_model_folder(model_to_serve(serving.model_dir))
     print(
         f"Serving {model.path} on http://{serving.host}:{serving.port}/predict "
