@@ -205,7 +205,6 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
 
         from src.deployment.classifier import Classifier
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this worker
         torch.set_num_threads(self.threads)
         self.classifier = Classifier(self.model_dir, device, precision=self.precision)
         print(
@@ -278,10 +277,17 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
 
     signal.signal(signal.SIGINT, note_interrupt)
     os.register_at_fork(after_in_child=_quiet_child_signals)
-    server.run(
-        host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
-        http=ReadDeadlineProtocol,
-    )  # fmt: skip
+    try:
+        server.run(
+            host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
+            http=ReadDeadlineProtocol,
+        )  # fmt: skip
+    finally:
+        # Stopped during start-up, LitServe leaves its workers loading the model, and they
+        # crash with a traceback once its queue manager is gone: stop them first.
+        for worker in getattr(server, "inference_workers", None) or []:
+            if worker.is_alive():
+                worker.terminate()
     if interrupted:
         raise KeyboardInterrupt
 
