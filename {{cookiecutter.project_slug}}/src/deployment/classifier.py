@@ -26,8 +26,8 @@ from src.runs import read_info
 MICRO_BATCH = 16
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 # int8 (dynamic quantization of the Linear layers), measured by the template's serving
-# benchmark on 2 CPU cores: 3.8x the fp32 in-process throughput of a real-size DistilBERT,
-# and on the smoke eval split accuracy 0.760 -> 0.765, labels agreeing on 99.5%: negligible.
+# benchmark on 2 shared CPU cores: 1.75x-3.8x the fp32 in-process throughput of a real-size
+# DistilBERT, and on the smoke eval split accuracy 0.760 -> 0.765, labels agreeing on 99.5%.
 CPU_PRECISION = "int8"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
