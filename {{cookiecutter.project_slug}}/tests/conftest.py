@@ -3,7 +3,9 @@ holds the fixtures that build and train models), so settings and command tests s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,12 +32,26 @@ def free_port() -> int:
 def run_module(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m module args` in the project root, as a task runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=PROJECT_ROOT, env=clean_env() if env is None else env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+    """`python -m module args` in the project root, as a task runs it.
+
+    It runs in a session of its own: on a timeout the whole group (server workers, training
+    processes) is killed, so a hanging regression leaves nothing running behind the test.
+    """
+    command = [sys.executable, "-m", module, *args]
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=clean_env() if env is None else env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # what the command left behind, if anything
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def only_error_line(stderr: str) -> str:
