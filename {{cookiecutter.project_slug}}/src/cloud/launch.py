@@ -20,6 +20,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -159,13 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in kept:
             print(f"note: {name} is not forwarded: {settings.cloud.task_file.name} sets it", file=sys.stderr)
         return 0
-    check_credentials(settings.cloud.infra)
+    hand_over_to_sky(settings.cloud.infra, command)
+
+
+def hand_over_to_sky(infra: str, command: list[str]) -> NoReturn:
+    """Check the cloud's credentials, then replace this process with the `sky` command."""
+    check_credentials(infra)
     sky_cli = shutil.which("sky")
     if sky_cli is None:
         raise CloudError(INSTALL_HINT)
     print(f"+ {shlex.join(command)}", flush=True)
     os.execv(sky_cli, command)
-    return 0  # not reached: execv replaces this process
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from src import cli
-from src.cloud.launch import INSTALL_HINT, CloudError, check_credentials, forwarded_env, validate_task
+from src.cloud.launch import CloudError, forwarded_env, hand_over_to_sky, validate_task
 from src.config import Settings, load_settings
 from src.deployment.model_folder import API_KEY_ENV, inspect_model_folder, model_to_serve
 from src.runs import LATEST
@@ -120,13 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{API_KEY_ENV} is not set: the service would be open to anyone who finds its address. "
             f"Set it (e.g. export {API_KEY_ENV}=$(openssl rand -hex 24)) and run serve-cloud again"
         )
-    check_credentials(settings.cloud.infra)
-    sky_cli = shutil.which("sky")
-    if sky_cli is None:
-        raise CloudError(INSTALL_HINT)
-    print(f"+ {shlex.join(command)}", flush=True)
-    os.execv(sky_cli, command)
-    return 0  # not reached: execv replaces this process
+    hand_over_to_sky(settings.cloud.infra, command)
 
 
 if __name__ == "__main__":
