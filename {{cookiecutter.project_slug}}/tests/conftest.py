@@ -1,74 +1,122 @@
-"""Helpers every test may use; nothing heavy is imported here (tests/integration/conftest.py
-holds the fixtures that build and train models), so settings and command tests stay light."""
+"""What every test shares: a user's clean shell, and, built once per test run, the tiny offline
+model and data, one trained run and one real server.
+
+The tests run the real code paths (Trainer, LitServe) on a model of ~230k parameters, so the
+suite needs no network. This file stays light: the training code is imported only when a
+fixture that trains runs (tests/unit never does), by name so that Pants does not make every
+test depend on the training stack (tests/integration/BUILD and tests/e2e/BUILD declare it).
+The trained run is read-only: a test that writes into a run works on its own copy (`run_copy`).
+"""
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import os
 import signal
-import socket
-import subprocess
-import sys
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
-from src.config import PROJECT_ROOT
+import httpx
+import pytest
+
+from src import runs
+from src.models import smoke
+from tests.helpers.models import copy_run, smoke_settings
+from tests.helpers.processes import inherited, start_import_probe
+from tests.helpers.server import Server, start_server, stop_server, wait_until_healthy
+
+E2E_DIR = Path(__file__).parent / "e2e"
+API_KEY = "test-key-123"
+READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without settings overrides, SETTINGS_FILE or an API key, plus `extra`."""
-    dropped = {"SETTINGS_FILE", "LIT_SERVER_API_KEY", "HF_TOKEN"}
-    env = {key: value for key, value in os.environ.items() if "__" not in key and key not in dropped}
-    env = {key: value for key, value in env.items() if not key.startswith("SKYPILOT_")}
-    return {**env, **extra}
+def pytest_configure() -> None:
+    """Ctrl-C reaches the commands the tests start, as it does from a terminal.
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def run_module(
-    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """`python -m module args` in the project root, as a task runs it.
-
-    It runs in a session of its own: on a timeout the whole group (server workers, training
-    processes) is killed, so a hanging regression leaves nothing running behind the test.
+    A shell that starts pytest in the background (`pytest &`, some CI runners) ignores SIGINT,
+    and its children would inherit that; a Python handler here is reset to the default on exec.
     """
-    command = [sys.executable, "-m", module, *args]
-    process = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=clean_env() if env is None else env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.path.name == "test_light_imports.py" and "modules" in params:
+            start_import_probe(*params["modules"])
+
+
+@pytest.fixture(autouse=True)
+def users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands called in process see no settings override, settings file or API key from this shell."""
+    for name in list(os.environ):
+        if not inherited(name):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return smoke.build(tmp_path_factory.mktemp("smoke") / "assets")
+
+
+def set_writable(path: Path, writable: bool) -> None:
+    for item in [path, *path.rglob("*")]:
+        mode = item.stat().st_mode
+        item.chmod(mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+@pytest.fixture(scope="session")
+def trained_model(
+    smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Path]:
+    """The smoke run, trained once per test run: its published folder, read-only.
+
+    When some test of this run needs the shared server, it starts as soon as the model exists,
+    so its start-up overlaps the tests before it.
+    """
+    train = importlib.import_module("src.models.train_model").train
+    output_dir = tmp_path_factory.mktemp("runs")
+    run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir))["run_id"])
+    set_writable(run_dir, False)
+    if any("server" in item.fixturenames for item in request.session.items):
+        _servers.append(start_server(run_dir, "--precision", "fp32", api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT))
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
+        yield run_dir
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # what the command left behind, if anything
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        for server in _servers:
+            stop_server(server, sig=signal.SIGKILL)  # its own shutdown is tested in tests/e2e
+        set_writable(run_dir, True)  # pytest removes its temporary folders
 
 
-def only_error_line(stderr: str) -> str:
-    """The stderr of a failed command: exactly one `error:` line and no traceback."""
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr[-3000:]
-    return errors[0]
+_servers: list[Server] = []
 
 
-def sky_api_servers() -> list[str]:
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "sky.server.server" in cmdline or "sky/server/server.py" in cmdline:
-            found.append(cmdline)
-    return found
+@pytest.fixture(scope="session")
+def server(trained_model: Path) -> Server:
+    """One real LitServe server for every request test: fp32 (answers equal the in-process
+    classifier's exactly; int8's scales follow the batch), API key on, short read timeout."""
+    return wait_until_healthy(_servers[0])
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client(timeout=60) as session:
+        yield session
+
+
+@pytest.fixture
+def run_copy(trained_model: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the trained run, in a runs folder of its own with `latest` on it."""
+    copied = copy_run(trained_model, tmp_path / "runs")
+    set_writable(copied, True)
+    runs.point_latest(copied.parent, copied.name)
+    return copied

@@ -13,11 +13,11 @@ from matplotlib import image
 
 from src import runs
 from src.deployment.classifier import Classifier
-from src.evaluation import report
+from src.evaluation import evaluate, report
 from src.evaluation.evaluate import EVALUATION
 from src.models.train_model import train
-from tests.conftest import clean_env, only_error_line, run_module
-from tests.integration.conftest import make_settings
+from tests.helpers.models import smoke_file_settings, smoke_settings
+from tests.helpers.processes import call, only_error_line
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -64,7 +64,8 @@ def test_every_run_publishes_its_report(trained_model: Path) -> None:
 def test_training_evaluates_at_the_interval(trained_model: Path) -> None:
     history = report.log_history(trained_model)
     eval_steps = [entry["step"] for entry in history if "eval_loss" in entry]
-    interval = 20  # configs/smoke.yaml training.eval_steps
+    interval = smoke_file_settings().training.eval_steps
+    assert interval
     final = read(trained_model / "metrics.json")["global_step"]
     during = list(range(interval, final + 1, interval))
     if final % interval:
@@ -88,36 +89,36 @@ def test_worst_mistakes_are_the_most_confident_wrong_predictions(trained_model: 
     assert csv_lines[0] == "true_label,predicted_label,score,text"
 
 
-def test_evaluate_command_equals_training_metrics(trained_model: Path) -> None:
-    (trained_model / report.REPORT).unlink()
-    env = clean_env(TRAINING__OUTPUT_DIR=str(trained_model.parent))
-    result = run_module("src.evaluation.evaluate", trained_model.name, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    printed = json.loads(result.stdout)
-    assert printed["accuracy"] == read(trained_model / "metrics.json")["accuracy"]
-    assert printed["report"] == str(trained_model / report.REPORT)
-    assert_report_complete(trained_model)
+def test_evaluate_command_equals_training_metrics(
+    run_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (run_copy / report.REPORT).unlink()
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(run_copy.parent))
+    assert call(evaluate.main, run_copy.name) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["accuracy"] == read(run_copy / "metrics.json")["accuracy"]
+    assert printed["report"] == str(run_copy / report.REPORT)
+    assert_report_complete(run_copy)
 
 
-def test_evaluate_on_another_file(trained_model: Path, tmp_path: Path) -> None:
+def test_evaluate_on_another_file(run_copy: Path, trained_model: Path, tmp_path: Path) -> None:
     texts = ["great wonderful superb film", "awful boring dull mess", "a moving, brilliant cast", "tedious"]
     rows = "text,sentiment\n" + "".join(
         f'"{text}",{label}\n' for text, label in zip(texts, ["pos", 0, 1, "neg"], strict=True)
     )
     data = tmp_path / "held out.csv"
     data.write_text(rows)
-    result = run_module("src.evaluation.evaluate", "--model-dir", str(trained_model), "--data", str(data),
-                        "--label-column", "sentiment")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    target = trained_model / "eval-held-out.csv"
+    code = call(evaluate.main, "--model-dir", str(run_copy), "--data", str(data), "--label-column", "sentiment")
+    assert code == 0
+    target = run_copy / "eval-held-out.csv"
     evaluation = read(target / EVALUATION)
-    expected = [prediction.label for prediction in Classifier(trained_model, precision="fp32").predict(texts)]
+    expected = [prediction.label for prediction in Classifier(run_copy, precision="fp32").predict(texts)]
     truth = ["pos", "neg", "pos", "neg"]
     assert evaluation["accuracy"] == np.mean([e == t for e, t in zip(expected, truth, strict=True)])
     assert evaluation["count"] == 4
     assert (target / report.REPORT).is_file()
     assert (target / report.CONFUSION).is_file()
-    assert read(trained_model / EVALUATION)["count"] == 200, "the run's own report is left alone"
+    assert read(run_copy / EVALUATION) == read(trained_model / EVALUATION), "the run's own report is left alone"
 
 
 @pytest.mark.parametrize(
@@ -129,35 +130,24 @@ def test_evaluate_on_another_file(trained_model: Path, tmp_path: Path) -> None:
         (["--data", "{dir}/plain.txt"], "plain text has no labels"),
     ],
 )
-def test_evaluate_errors_are_one_line(trained_model: Path, tmp_path: Path, args: list[str], fragment: str) -> None:
+def test_evaluate_errors_are_one_line(
+    trained_model: Path, tmp_path: Path, args: list[str], fragment: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     (tmp_path / "labels.jsonl").write_text('{"text": "fine", "label": "pos"}\n{"text": "meh", "label": "maybe"}\n')
     (tmp_path / "plain.txt").write_text("fine\n")
-    env = clean_env(TRAINING__OUTPUT_DIR=str(trained_model.parent))
-    result = run_module("src.evaluation.evaluate", *[arg.format(dir=tmp_path) for arg in args], env=env, timeout=120)
-    assert result.returncode == 2
-    assert re.search(fragment, only_error_line(result.stderr))
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(trained_model.parent))  # the run is read-only: nothing written
+    assert call(evaluate.main, *[arg.format(dir=tmp_path) for arg in args]) == 2
+    assert re.search(fragment, only_error_line(capsys.readouterr().err))
 
 
 def test_keep_best_model_publishes_the_best_checkpoint(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
-    settings = make_settings(smoke_assets, tmp_path, max_steps=60, eval_steps=10, save_steps=10,
-                             keep_best_model=True, best_model_metric="accuracy")  # fmt: skip
+    every = 4
+    settings = smoke_settings(smoke_assets, tmp_path, max_steps=4 * every, eval_steps=every, save_steps=every,
+                              keep_best_model=True, best_model_metric="accuracy")  # fmt: skip
     metrics = train(settings)
     history = report.log_history(tmp_path / str(metrics["run_id"]))
     during = [entry["eval_accuracy"] for entry in history if "eval_accuracy" in entry][:-1]
-    assert len(during) == 6
+    assert len(during) == settings.training.max_steps // every
     assert metrics["accuracy"] == max(during), "the published model is the best checkpoint, not the last"
     assert runs.resolve_model_dir(tmp_path / "latest").name == metrics["run_id"]
-
-
-@pytest.mark.slow
-def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
-    """The issue's done-when, through the commands: train-local --smoke, then evaluate the new run."""
-    env = clean_env(TRAINING__OUTPUT_DIR=str(tmp_path), TRAINING__MAX_STEPS="40")
-    trained = run_module("src.models.launch", "--smoke", env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    [run_dir] = runs.finished_runs(tmp_path)
-    assert (run_dir / report.REPORT).is_file()
-    assert len([path for path in run_dir.glob("*.png") if pixels(path).size]) >= 2
-    evaluated = run_module("src.evaluation.evaluate", env=env)  # no RUN: the latest
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads(evaluated.stdout)["accuracy"] == read(run_dir / "metrics.json")["accuracy"]

@@ -4,40 +4,22 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from src.config import PROJECT_ROOT
 from src.deployment.classifier import Classifier
 from src.evaluation import predict, tables
-from tests.conftest import clean_env, only_error_line, run_module
-from tests.integration.test_serve import running_server
-
-WORDS = ["great", "awful", "moving", "dull", "the", "film", "was", "really", "brilliant", "tedious", "plot", "cast"]
-
-
-def reviews(count: int, repeat: int = 1) -> list[str]:
-    """Texts of varied length (so length-sorted batching reorders them), deterministic."""
-    return [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 40)) * repeat for i in range(count)]
-
-
-def write_jsonl(path: Path, texts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"id": index, "text": text}) + "\n" for index, text in enumerate(texts)))
-    return path
+from tests.helpers.processes import call, only_error_line
+from tests.helpers.texts import reviews, write_jsonl
 
 
 def test_1000_rows_equal_the_servers_classifier(trained_model: Path, tmp_path: Path) -> None:
     texts = reviews(1000)
     source = write_jsonl(tmp_path / "reviews.jsonl", texts)
-    result = run_module("src.evaluation.predict", str(source), "--model-dir", str(trained_model))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 0
     rows = [json.loads(line) for line in (tmp_path / "reviews.predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1000
     assert [row["id"] for row in rows] == list(range(1000)), "input order and columns kept"
@@ -49,7 +31,7 @@ def test_1000_rows_equal_the_servers_classifier(trained_model: Path, tmp_path: P
         assert row["predicted_score"] == max(row["probability_neg"], row["probability_pos"])
 
 
-def test_a_few_through_a_real_server(trained_model: Path, tmp_path: Path) -> None:
+def test_a_few_through_a_real_server(trained_model: Path, client: httpx.Client, tmp_path: Path) -> None:
     # fp32 on both sides: under int8 (the CPU default) activation scales follow the batch, and
     # one request at a time is a batch of one while predict runs batches of 16.
     texts = reviews(6, repeat=2)
@@ -57,8 +39,7 @@ def test_a_few_through_a_real_server(trained_model: Path, tmp_path: Path) -> Non
     source = write_jsonl(tmp_path / "in.jsonl", texts)
     predict.main([str(source), "-o", str(output), "--model-dir", str(trained_model), "--precision", "fp32"])
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    with running_server(trained_model, "--precision", "fp32") as server:
-        answers = [httpx.post(f"{server.url}/predict", json={"text": text}, timeout=60).json() for text in texts]
+    answers = [client.post("/predict", json={"text": text}).json() for text in texts]  # the server runs fp32
     for row, answer in zip(rows, answers, strict=True):
         assert row["predicted_label"] == answer["label"]
         assert row["predicted_score"] == pytest.approx(answer["score"], abs=1e-5)
@@ -92,34 +73,14 @@ def test_stdin_to_stdout(
     assert [row["predicted_label"] for row in rows] == ["pos", "neg"]
 
 
-def test_a_line_without_text_stops_naming_it(trained_model: Path, tmp_path: Path) -> None:
+def test_a_line_without_text_stops_naming_it(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lines = [json.dumps({"text": text}) for text in reviews(1000)]
     lines[736] = json.dumps({"text": "   "})
     (tmp_path / "reviews.jsonl").write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.jsonl"
-    result = run_module("src.evaluation.predict", str(tmp_path / "reviews.jsonl"), "-o", str(output),
-                        "--model-dir", str(trained_model), timeout=120)  # fmt: skip
-    assert result.returncode == 2
-    assert "line 737" in only_error_line(result.stderr)
+    code = call(predict.main, str(tmp_path / "reviews.jsonl"), "-o", str(output), "--model-dir", str(trained_model))
+    assert code == 2
+    assert "line 737" in only_error_line(capsys.readouterr().err)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output, no temporary file"
-
-
-@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_predict_leaves_no_file(trained_model: Path, tmp_path: Path, sent: int, code: int) -> None:
-    source = write_jsonl(tmp_path / "many.jsonl", reviews(300, repeat=3) * 100)  # a minute of work
-    process = subprocess.Popen(
-        [sys.executable, "-m", "src.evaluation.predict", str(source), "--model-dir", str(trained_model)],
-        cwd=PROJECT_ROOT, env=clean_env(), start_new_session=True, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    started = time.monotonic()
-    while "Classifying" not in process.stderr.readline():
-        assert process.poll() is None, "predict stopped before classifying"
-        assert time.monotonic() - started < 120, "predict did not start"
-    time.sleep(1.0)  # in the middle of the batches
-    assert process.poll() is None, "finished before it could be interrupted: make the input bigger"
-    os.killpg(process.pid, sent)
-    stderr = process.communicate(timeout=60)[1]
-    assert process.returncode == code, stderr[-3000:]
-    assert "Traceback" not in stderr
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["many.jsonl"], "no output, no temporary file"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from src import runs
-from src.config import PROJECT_ROOT
 from src.evaluation import compare
-from tests.conftest import run_module
+from tests.helpers.processes import call
 
 
 def finished_run(output_dir: Path, run_id: str, finished_at: str, accuracy: float, learning_rate: float) -> Path:
@@ -45,25 +43,23 @@ def test_rows_are_newest_first_and_mark_latest(tmp_path: Path) -> None:
     assert middle["steps"] == "152"
 
 
-def test_command_prints_the_table(tmp_path: Path) -> None:
+def test_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     three_runs(tmp_path)
-    result = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path), timeout=60)
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert call(compare.main, "--runs-dir", str(tmp_path)) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     header, *body, legend = lines
     assert header.split()[:2] == ["run", "finished"]
     assert "accuracy" in header
     assert [line.split()[0:2] for line in body] == [["new", "2026-12-03"], ["*", "middle"], ["old", "2026-12-01"]]
     assert "latest" in legend
 
-    markdown = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path), "--markdown", timeout=60)
-    assert markdown.stdout.splitlines()[3].startswith("| * | middle |")
+    assert call(compare.main, "--runs-dir", str(tmp_path), "--markdown") == 0
+    assert capsys.readouterr().out.splitlines()[3].startswith("| * | middle |")
 
 
-def test_no_runs_says_how_to_make_one(tmp_path: Path) -> None:
-    result = run_module("src.evaluation.compare", "--runs-dir", str(tmp_path / "nothing"), timeout=60)
-    assert result.returncode == 0
-    assert "uv run train-local --smoke" in result.stdout
+def test_no_runs_says_how_to_make_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert call(compare.main, "--runs-dir", str(tmp_path / "nothing")) == 0
+    assert "uv run train-local --smoke" in capsys.readouterr().out
 
 
 def test_damaged_run_files_cost_their_cells_not_the_table(tmp_path: Path) -> None:
@@ -74,16 +70,3 @@ def test_damaged_run_files_cost_their_cells_not_the_table(tmp_path: Path) -> Non
     assert table["old"]["lr"] == "-"
     assert table["old"]["accuracy"] == "0.7100"
     assert table["new"]["base model"] == "-"
-
-
-def test_light_commands_stay_light() -> None:
-    # compare reads JSON and YAML only; serving must not pay for the plotting library.
-    code = (
-        "import sys, src.evaluation.compare, src.evaluation.predict;"
-        "heavy = [m for m in ('torch', 'matplotlib', 'transformers') if m in sys.modules];"
-        "import src.deployment.serve;"
-        "heavy += [m for m in sys.modules if m.startswith(('matplotlib', 'src.evaluation.report'))];"
-        "print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from src import cli
-from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.config import SettingsError, load_settings
+from src.models import launch
 from src.models.launch import Layout, command, layout, parse_args
-from tests.conftest import clean_env, only_error_line, run_module
+from tests.helpers.processes import call, only_error_line
 
 SKYPILOT_TWO_NODES = {
     "SKYPILOT_NUM_NODES": "2",
@@ -86,47 +85,28 @@ def test_bad_flag_value_is_an_argparse_error(capsys: pytest.CaptureFixture[str])
     assert "--num-processes" in capsys.readouterr().err
 
 
-def test_error_path_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    def fails() -> int:
-        raise cli.UserError("settings.yaml: training.seed is wrong")
-
-    assert cli.exit_code(fails) == 2
-    assert capsys.readouterr().err == "error: settings.yaml: training.seed is wrong\n"
-
-
-def test_ctrl_c_exits_130_and_bugs_keep_their_traceback() -> None:
-    def interrupted() -> int:
-        raise KeyboardInterrupt
-
-    def buggy() -> int:
-        return 1 // 0
-
-    assert cli.exit_code(interrupted) == 130
-    with pytest.raises(ZeroDivisionError):
-        cli.exit_code(buggy)
-
-
-def test_disk_full_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
-    def disk_full() -> int:
-        raise OSError(28, "No space left on device", "/data/models/run/model.safetensors")
-
-    assert cli.exit_code(disk_full) == 2
-    assert "No space left on device" in capsys.readouterr().err
-
-
-def test_launcher_and_settings_stay_light() -> None:
-    code = (
-        "import sys, src.config, src.runs, src.models.launch;"
-        "print([name for name in ('torch', 'transformers', 'datasets') if name in sys.modules])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]", "the launcher starts in a blink: torch loads only in the training processes"
-
-
-def test_output_dir_that_cannot_be_a_folder_is_named(tmp_path: Path) -> None:
+def test_output_dir_that_cannot_be_a_folder_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     for output_dir in (blocker, blocker / "runs"):
-        result = run_module("src.models.launch", "--smoke", env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir)))
-        assert result.returncode == 2
-        assert "training.output_dir" in only_error_line(result.stderr)
+        monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(output_dir))
+        assert call(launch.main, "--smoke") == 2
+        assert "training.output_dir" in only_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [("TRAINING__RUN_NAME", "latest", "training.run_name"), ("TRAINING__MAX_STEPS", "abc", "TRAINING__MAX_STEPS")],
+    ids=["reserved-run-name", "bad-override"],
+)
+def test_bad_settings_exit_2_with_one_line_and_touch_nothing(
+    tmp_path: Path, variable: str, value: str, named: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv(variable, value)
+    assert call(launch.main, "--smoke") == 2
+    assert named in only_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()

@@ -6,7 +6,6 @@ so nothing is left running; each test that touches sky asserts that.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,25 +13,8 @@ from pathlib import Path
 import pytest
 
 from src.config import load_settings
-from tests.conftest import clean_env, only_error_line, run_module, sky_api_servers
-
-needs_sky = pytest.mark.skipif(
-    importlib.util.find_spec("sky") is None, reason="SkyPilot not installed (uv sync --group cloud)"
-)
-
-
-def sky_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return clean_env(
-        HOME=str(tmp_path),  # no cloud credentials, no ~/.sky state
-        SKYPILOT_DISABLE_LOCAL_API_SERVER="1",
-        SKYPILOT_DISABLE_USAGE_COLLECTION="1",
-        SKYPILOT_API_SERVER_LOCAL_PORT="46581",
-        # Credential lookups must not probe cloud metadata servers from a test machine.
-        NO_GCE_CHECK="True",
-        AWS_EC2_METADATA_DISABLED="true",
-        **extra,
-    )
-
+from tests.helpers.processes import only_error_line, run_module, sky_api_servers
+from tests.helpers.sky import needs_sky, sky_env
 
 @needs_sky
 def test_task_file_passes_skypilot_schema(tmp_path: Path) -> None:

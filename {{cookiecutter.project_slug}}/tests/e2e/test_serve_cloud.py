@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from src.config import load_settings
-from tests.conftest import only_error_line, run_module, sky_api_servers
-from tests.integration.test_cloud import needs_sky, sky_env
+from tests.helpers.processes import only_error_line, run_module, sky_api_servers
+from tests.helpers.sky import needs_sky, sky_env
 
 CLOUDS = ("gcp", "aws", "azure")
 CHECK_SPEC = """

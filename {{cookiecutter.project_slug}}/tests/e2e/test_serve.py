@@ -1,0 +1,63 @@
+"""`serve` across the process boundary: Ctrl-C and SIGTERM, and each kind of start-up refusal once."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.models import damaged_model
+from tests.helpers.processes import free_port, only_error_line, run_module, start_module, started, stop_group
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "when"),
+    [(signal.SIGINT, 130, "serving"), (signal.SIGTERM, 143, "serving"), (signal.SIGINT, 130, "starting")],
+)
+def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
+    trained_model: Path, sig: int, code: int, when: str
+) -> None:
+    port = free_port()
+    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(trained_model),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    with started(process):
+        if when == "starting":
+            time.sleep(4)  # the worker is importing torch or loading the model
+        else:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.3)
+        assert stop_group(process, sig) == code
+        assert process.stderr is not None
+        assert "Traceback" not in process.stderr.read()
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
+
+
+@pytest.mark.parametrize("refusal", ["damaged-folder", "port-in-use", "bad-flag"])
+def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: Path, refusal: str) -> None:
+    model, port = trained_model, free_port()
+    with socket.socket() as taken:
+        if refusal == "damaged-folder":
+            model = damaged_model(trained_model, tmp_path, "truncated-weights")
+        elif refusal == "port-in-use":
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+        else:
+            port = 80
+        started_at = time.monotonic()
+        result = run_module("src.deployment.serve", "--model-dir", str(model), "--port", str(port), timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    line = only_error_line(result.stderr)
+    assert str(model) in line if refusal == "damaged-folder" else "--port" in line
+    assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
+    assert time.monotonic() - started_at < 60

@@ -1,0 +1,89 @@
+"""Smoke settings for a test's own folder, and the ways a model folder or a checkpoint gets damaged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from src.config import DEFAULT_SETTINGS_FILE, SMOKE_SETTINGS_FILE, Settings, load_settings
+from src.models import smoke
+
+
+def smoke_settings(assets: dict[str, Path], output_dir: Path, environ: dict[str, str] | None = None,
+                   **training: Any) -> Settings:  # fmt: skip
+    """configs/smoke.yaml writing under output_dir; keywords override training.*, `environ` plays the shell."""
+    overrides = smoke.overrides(assets)
+    overrides["training"] = {"output_dir": str(output_dir), **training}
+    return load_settings(DEFAULT_SETTINGS_FILE, environ=environ or {}, overlays=[SMOKE_SETTINGS_FILE],
+                         overrides=overrides)  # fmt: skip
+
+
+def smoke_file_settings() -> Settings:
+    """What configs/smoke.yaml says, for the numbers tests expect (steps, batch size, intervals)."""
+    return load_settings(DEFAULT_SETTINGS_FILE, environ={}, overlays=[SMOKE_SETTINGS_FILE])
+
+
+def copy_run(run_dir: Path, target: Path) -> Path:
+    """A copy of a published run, for a test that writes into it or damages it."""
+    copied = target / run_dir.name
+    shutil.copytree(run_dir, copied, symlinks=True)
+    return copied
+
+
+def truncate(path: Path, size: int = 100) -> None:
+    with path.open("r+b") as handle:
+        handle.truncate(size)
+
+
+def _set_config(model: Path, **values: Any) -> None:
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **values}), encoding="utf-8")
+
+
+def _remove_tokenizer(model: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+
+
+def _replace_with_a_file(model: Path) -> None:
+    shutil.rmtree(model)
+    model.write_text("not a folder", encoding="utf-8")
+
+
+# How a published model folder can be unfit to serve: each must be refused before serving.
+MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
+    "no-tokenizer": _remove_tokenizer,
+    "truncated-weights": lambda model: truncate(model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2),
+    "tiny-weights": lambda model: truncate(model / "model.safetensors"),  # what `truncate -s 100` does
+    "garbage-weights": lambda model: (model / "model.safetensors").write_bytes(
+        os.urandom((model / "model.safetensors").stat().st_size)
+    ),
+    "no-weights": lambda model: (model / "model.safetensors").unlink(),
+    "config-not-json": lambda model: (model / "config.json").write_text("{ this is not json", encoding="utf-8"),
+    "config-not-a-classifier": lambda model: _set_config(model, architectures=["DistilBertModel"]),
+    "bad-tokenizer": lambda model: (model / "tokenizer.json").write_text('{"version": "1.0", "model": 42}'),
+    "a-file": _replace_with_a_file,
+}
+
+
+def damaged_model(run_dir: Path, target: Path, damage: str) -> Path:
+    model = target / "model"
+    shutil.copytree(run_dir, model)
+    MODEL_DAMAGES[damage](model)
+    return model
+
+
+# How the newest checkpoint of an interrupted run can be damaged: resuming must skip it.
+CHECKPOINT_DAMAGES: dict[str, Callable[[Path], object]] = {
+    "truncated-weights": lambda checkpoint: truncate(checkpoint / "model.safetensors"),
+    "garbage-weights": lambda checkpoint: (checkpoint / "model.safetensors").write_bytes(os.urandom(4096)),
+    "bad-json": lambda checkpoint: (checkpoint / "trainer_state.json").write_text("{not json"),
+    "bad-optimizer": lambda checkpoint: (checkpoint / "optimizer.pt").write_bytes(b"\0" * 64),
+    "bad-rng-state": lambda checkpoint: truncate(next(checkpoint.glob("rng_state*.pth"))),
+    "missing-scheduler": lambda checkpoint: (checkpoint / "scheduler.pt").unlink(),
+    "missing-config": lambda checkpoint: (checkpoint / "config.json").unlink(),
+}

@@ -1,0 +1,147 @@
+"""Processes the tests start: a user's environment, free ports, process groups killed on the way out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from src import cli
+from src.config import PROJECT_ROOT
+
+# What a test must not inherit from the shell it runs in: settings overrides (any NAME__FIELD),
+# another settings file, an API key, a Hub token, SkyPilot's variables of a cluster node.
+DROPPED = {"SETTINGS_FILE", "LIT_SERVER_API_KEY", "HF_TOKEN"}
+
+
+def inherited(name: str) -> bool:
+    return "__" not in name and name not in DROPPED and not name.startswith("SKYPILOT_")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without settings overrides, SETTINGS_FILE, an API key or SkyPilot's variables, plus `extra`."""
+    return {**{key: value for key, value in os.environ.items() if inherited(key)}, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_module(module: str, *args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
+    """`python -m module args` in the project root, as a task runs it, in a process group of its own."""
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=clean_env() if env is None else env,
+        start_new_session=True, text=True, **popen,
+    )  # fmt: skip
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def stop_group(process: subprocess.Popen[str], sig: int = signal.SIGTERM, grace: float = 20) -> int:
+    """Signal the process group, SIGKILL whatever outlives `grace` seconds; the leader's exit code."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    deadline = time.monotonic() + grace
+    while group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kill_group(process)
+    return process.wait()
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m module args` to the end; on a timeout (or after it) its whole group is killed."""
+    process = start_module(module, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        kill_group(process)  # what the command left behind, if anything
+        process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def call(main: Callable[[Sequence[str]], int | None], *argv: str) -> int:
+    """A command's `main(argv)` in this process, through the one error path: its exit code."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return cli.exit_code(lambda: main(list(argv)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def only_error_line(stderr: str) -> str:
+    """The stderr of a failed command: exactly one `error:` line and no traceback."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+_import_probes: dict[tuple[str, ...], subprocess.Popen[str]] = {}
+
+
+def start_import_probe(*modules: str) -> None:
+    """Start finding out what importing `modules` loads, in a fresh interpreter (see imported_modules)."""
+    if modules not in _import_probes:
+        code = f"import sys; import {', '.join(modules)}; print('\\n'.join(sys.modules))"
+        _import_probes[modules] = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=clean_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+
+def imported_modules(*modules: str) -> set[str]:
+    """What importing `modules` in a fresh interpreter loads (this one has imported everything already).
+
+    tests/conftest.py starts the probes the run will ask for as soon as the tests are collected,
+    so the slow ones (the serving worker imports torch) overlap other tests.
+    """
+    start_import_probe(*modules)
+    probe = _import_probes.pop(modules)
+    stdout, stderr = probe.communicate(timeout=120)
+    assert probe.returncode == 0, stderr[-3000:]
+    return set(stdout.split())
+
+
+def sky_api_servers() -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "sky.server.server" in cmdline or "sky/server/server.py" in cmdline:
+                found.append(cmdline)
+    return found
+
+
+@contextlib.contextmanager
+def started(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Hand out a started process; its group is killed on the way out, whatever happened."""
+    try:
+        yield process
+    finally:
+        kill_group(process)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
