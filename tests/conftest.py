@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "Template Tests",
     "GIT_COMMITTER_EMAIL": "tests@example.invalid",
 }
+
+
+def pytest_configure() -> None:
+    """Ctrl-C reaches the commands the tests start, as from a terminal, even when pytest itself was
+    started in the background by a shell (which ignores SIGINT there; a handler resets on exec)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
