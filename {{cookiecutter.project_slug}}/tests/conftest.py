@@ -31,6 +31,9 @@ API_KEY = "test-key-123"
 READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
 
 
+HANDLERS: dict[int, object] = {}  # SIGINT's and SIGTERM's handlers as pytest started
+
+
 def pytest_configure() -> None:
     """Ctrl-C reaches the commands the tests start, as it does from a terminal.
 
@@ -39,6 +42,7 @@ def pytest_configure() -> None:
     """
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    HANDLERS.update({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
@@ -53,6 +57,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if item.path.name == "test_light_imports.py" and "modules" in params:
             start_import_probe(*params["modules"])
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers() -> Iterator[None]:
+    """Commands run in process take SIGTERM and, once interrupted, ignore Ctrl-C (their last act);
+    put both back, or every process a later test starts would inherit an ignored Ctrl-C."""
+    yield
+    for sig, handler in HANDLERS.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +100,9 @@ def trained_model(
     output_dir = tmp_path_factory.mktemp("runs")
     run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir))["run_id"])
     set_writable(run_dir, False)
-    if any("server" in item.fixturenames for item in request.session.items):
-        _servers.append(start_server(run_dir, "--precision", "fp32", api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT))
+    if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        server = start_server(run_dir, "--precision", "fp32", api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
+        _servers.append(server)
     try:
         yield run_dir
     finally:

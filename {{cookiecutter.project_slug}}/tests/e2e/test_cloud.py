@@ -16,6 +16,7 @@ from src.config import load_settings
 from tests.helpers.processes import only_error_line, run_module, sky_api_servers
 from tests.helpers.sky import needs_sky, sky_env
 
+
 @needs_sky
 def test_task_file_passes_skypilot_schema(tmp_path: Path) -> None:
     code = "import sys, sky; task = sky.Task.from_yaml(sys.argv[1]); print(task.name)"

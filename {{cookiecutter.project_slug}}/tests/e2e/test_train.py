@@ -29,8 +29,8 @@ def train_local(output_dir: Path, *args: str, timeout: float = 300, **env: str) 
 
 
 def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    return start_module("src.models.launch", "--smoke", *args, env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env),
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env)
+    return start_module("src.models.launch", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def printed_metrics(stdout: str) -> dict[str, Any]:
@@ -144,9 +144,10 @@ def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
 def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
     nodes = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1\n",
              "SKYPILOT_NUM_GPUS_PER_NODE": "1", "TRAINING__DISTRIBUTED_PORT": str(free_port())}  # fmt: skip
-    with started(start_training(tmp_path, SKYPILOT_NODE_RANK="0", **nodes)) as head, started(
-        start_training(tmp_path, SKYPILOT_NODE_RANK="1", **nodes)
-    ) as worker:
+    with (
+        started(start_training(tmp_path, SKYPILOT_NODE_RANK="0", **nodes)) as head,
+        started(start_training(tmp_path, SKYPILOT_NODE_RANK="1", **nodes)) as worker,
+    ):
         head_out, head_err = head.communicate(timeout=300)
         _, worker_err = worker.communicate(timeout=300)
     assert head.returncode == 0, head_err[-3000:]

@@ -57,7 +57,9 @@ def _replace_with_a_file(model: Path) -> None:
 # How a published model folder can be unfit to serve: each must be refused before serving.
 MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
     "no-tokenizer": _remove_tokenizer,
-    "truncated-weights": lambda model: truncate(model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2),
+    "truncated-weights": lambda model: truncate(
+        model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2
+    ),
     "tiny-weights": lambda model: truncate(model / "model.safetensors"),  # what `truncate -s 100` does
     "garbage-weights": lambda model: (model / "model.safetensors").write_bytes(
         os.urandom((model / "model.safetensors").stat().st_size)

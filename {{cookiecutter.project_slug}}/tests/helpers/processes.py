@@ -84,12 +84,11 @@ def run_module(
 
 
 def call(main: Callable[[Sequence[str]], int | None], *argv: str) -> int:
-    """A command's `main(argv)` in this process, through the one error path: its exit code."""
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        return cli.exit_code(lambda: main(list(argv)))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """A command's `main(argv)` in this process, through the one error path: its exit code.
+
+    The error path takes SIGTERM, and SIGINT once interrupted; tests/conftest.py puts them back.
+    """
+    return cli.exit_code(lambda: main(list(argv)))
 
 
 def only_error_line(stderr: str) -> str:

@@ -18,7 +18,7 @@ from src.models.data import DataError
 from src.models.train_model import DAMAGED_PREFIX, compute_metrics, last_checkpoint, train
 from tests.helpers.models import CHECKPOINT_DAMAGES, smoke_file_settings, smoke_settings
 
-INTERRUPTED = {"run_name": "damaged", "max_steps": 14, "save_steps": 5, "save_total_limit": 3}
+INTERRUPTED: dict[str, Any] = {"run_name": "damaged", "max_steps": 14, "save_steps": 5, "save_total_limit": 3}
 STOP_AT = 10  # the interrupted run's newest checkpoint; the one before it is at 5
 
 

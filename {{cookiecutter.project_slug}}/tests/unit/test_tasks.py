@@ -12,9 +12,7 @@ from src.tasks import cache_bytecode_in_venv
 @pytest.mark.parametrize(
     ("before", "after"),
     [
-        pytest.param(
-            {"PYTHONDONTWRITEBYTECODE": "1"}, {"PYTHONPYCACHEPREFIX": "/p/.venv/pycache"}, id="no-bytecode-moves-to-venv"
-        ),
+        pytest.param({"PYTHONDONTWRITEBYTECODE": "1"}, {"PYTHONPYCACHEPREFIX": "/p/.venv/pycache"}, id="to-the-venv"),
         pytest.param(
             {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/mine"},
             {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/mine"},
