@@ -1,18 +1,23 @@
-"""The inner loop in a generated project: Pants cold and warm, edits, `uv run`, the test suites.
+"""The inner loop in a generated project: `uv run`, the test tiers, the smoke run, Pants.
 
-Run from the template checkout: `uv run python benchmarks/pants_timings.py [--skip-template-suite]`;
+Run from the template checkout on an idle machine:
+`uv run python benchmarks/pants_timings.py [--skip-pants] [--skip-template-suite]`;
 `--template-suite-only` times the template's quick suite and adds it to the existing results.
-"Cold" is the first `./pants tailor --check lint check test ::` in a fresh project
-(lockfile generation included; Pants' and uv's download caches on this machine as they are).
-"Warm" repeats `./pants test ::` with pantsd up, then without it; each "edit" appends a
-comment to one module and records which test files re-ran and how long the answer took.
-Then `uv run true`, `uv run lint` and `uv run test` in the same project, and the template's
-quick suite (`pytest -m "not slow"`). Writes benchmarks/results/pants_timings.json.
+In a freshly generated project: `uv sync --all-groups`, `uv run true`, the first and the second
+`uv run train-local --smoke` (the first also caches bytecode), pytest collection, `uv run lint`,
+`uv run test` (the quick tier), `uv run test-all`. Then Pants: "cold" is the first
+`./pants tailor --check lint check test ::` (lockfile generation included; Pants' and uv's
+download caches on this machine as they are), "warm" repeats `./pants test ::` with pantsd up,
+then without it; each "edit" appends a comment to one module and records which test files
+re-ran and how long the answer took. Last, the template's quick suite (`pytest -m "not slow"`).
+The previous results stay beside the new ones ("previous"), with the load average before and
+after. Writes benchmarks/results/pants_timings.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -43,41 +48,76 @@ def template_suite() -> float:
     return timed(["uv", "run", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"], TEMPLATE)
 
 
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def uv_loop(project: Path, seconds: dict[str, float]) -> None:
+    seconds["uv sync --all-groups"] = timed(["uv", "sync", "--all-groups"], project)
+    timed(["uv", "run", "true"], project)  # the first call builds the project's own wheel
+    seconds["uv run true"] = min(timed(["uv", "run", "true"], project) for _ in range(5))
+    seconds["uv run train-local --smoke (first)"] = timed(["uv", "run", "train-local", "--smoke"], project)
+    seconds["uv run train-local --smoke (second)"] = timed(["uv", "run", "train-local", "--smoke"], project)
+    seconds["pytest collection (uv run test --collect-only)"] = timed(
+        ["uv", "run", "test", "--collect-only", "-q", "-p", "no:cacheprovider"], project
+    )
+    seconds["uv run lint"] = timed(["uv", "run", "lint"], project)
+    seconds["uv run test"] = timed(["uv", "run", "test", "-q", "-p", "no:cacheprovider"], project)
+    seconds["uv run test-all"] = timed(["uv", "run", "test-all", "-q", "-p", "no:cacheprovider"], project)
+
+
+def pants_loop(project: Path, seconds: dict[str, float], reran: dict[str, list[str]]) -> list[str]:
+    seconds["pants cold: tailor --check lint check test ::"], cold = pants(
+        project, "tailor", "--check", "lint", "check", "test", "::"
+    )
+    seconds["pants warm, no change: test :: (pantsd)"], _ = pants(project, "test", "::")
+    seconds["pants warm, no change: test :: (no pantsd)"], _ = pants(project, "--no-pantsd", "test", "::")
+    for module in EDITS:
+        path = project / module
+        path.write_text(path.read_text() + "# an edit\n")
+        seconds[f"pants after editing {module}: test ::"], outcomes = pants(project, "test", "::")
+        reran[module] = sorted(name for name, how in outcomes.items() if how == "ran")
+    subprocess.run(["./pants", "kill-pantsd"], cwd=project, env=clean_env(), check=False, capture_output=True)
+    subprocess.run(["git", "checkout", "--", *EDITS], cwd=project, check=True)
+    return sorted(cold)
+
+
 def main() -> None:
+    previous_file = RESULTS / "pants_timings.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.exists() else {}
     if "--template-suite-only" in sys.argv:
-        results = json.loads((RESULTS / "pants_timings.json").read_text())
-        results["seconds"]["template: pytest -m 'not slow'"] = template_suite()
-        results.pop("machine", None)
-        print(f"wrote {write('pants_timings', results)}")
+        previous["seconds"]["template: pytest -m 'not slow'"] = template_suite()
+        previous.pop("machine", None)
+        print(f"wrote {write('pants_timings', previous)}")
         return
     seconds: dict[str, float] = {}
     reran: dict[str, list[str]] = {}
+    test_files: list[str] = []
+    load_before = load()
     with tempfile.TemporaryDirectory() as scratch:
         project = generate(Path(scratch))
-        seconds["uv sync --all-groups"] = timed(["uv", "sync", "--all-groups"], project)
-        seconds["pants cold: tailor --check lint check test ::"], cold = pants(
-            project, "tailor", "--check", "lint", "check", "test", "::"
-        )
-        seconds["pants warm, no change: test :: (pantsd)"], _ = pants(project, "test", "::")
-        seconds["pants warm, no change: test :: (no pantsd)"], _ = pants(project, "--no-pantsd", "test", "::")
-        for module in EDITS:
-            path = project / module
-            path.write_text(path.read_text() + "# an edit\n")
-            seconds[f"pants after editing {module}: test ::"], outcomes = pants(project, "test", "::")
-            reran[module] = sorted(name for name, how in outcomes.items() if how == "ran")
-        subprocess.run(["./pants", "kill-pantsd"], cwd=project, env=clean_env(), check=False, capture_output=True)
-        subprocess.run(["git", "checkout", "--", *EDITS], cwd=project, check=True)
-        timed(["uv", "run", "true"], project)  # the first call builds the project's own wheel
-        seconds["uv run true"] = min(timed(["uv", "run", "true"], project) for _ in range(5))
-        seconds["uv run lint"] = timed(["uv", "run", "lint"], project)
-        seconds["uv run test"] = timed(["uv", "run", "test", "-q", "-p", "no:cacheprovider"], project)
+        uv_loop(project, seconds)
+        if "--skip-pants" not in sys.argv:
+            test_files = pants_loop(project, seconds, reran)
     if "--skip-template-suite" not in sys.argv:
         seconds["template: pytest -m 'not slow'"] = template_suite()
-    path = write("pants_timings", {"seconds": seconds, "test_files": sorted(cold), "rerun_after_editing": reran})
-    print(table([[name, value] for name, value in seconds.items()], ["step", "seconds"]))
+    results = {
+        "load_average_before": load_before,
+        "load_average_after": load(),
+        "seconds": seconds,
+        "test_files": test_files,
+        "rerun_after_editing": reran,
+        # The numbers before this round's changes: kept from the first run that replaced them.
+        "previous": previous.get("previous")
+        or {key: previous[key] for key in ("machine", "seconds", "rerun_after_editing") if key in previous},
+    }
+    path = write("pants_timings", results)
+    before = results["previous"].get("seconds", {})
+    rows = [[name, value, before.get(name, "")] for name, value in seconds.items()]
+    print(table(rows, ["step", "seconds", "before"]))
     for module, files in reran.items():
-        print(f"after editing {module}: re-ran {files} of {len(cold)} test files")
-    print(f"\nwrote {path}")
+        print(f"after editing {module}: re-ran {files} of {len(test_files)} test files")
+    print(f"\nload average before/after: {load_before} / {results['load_average_after']}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -77,19 +77,19 @@ def sections() -> list[str]:
             text += "\n\n" + markdown_table(["target", "value", "goal", ""], target_rows)
         out.append(text)
     if pants := load("pants_timings"):
-        rows = [[run, value] for run, value in pants["seconds"].items()]
-        if "rerun_after_editing" in pants:
-            total = len(pants["test_files"])
-            reran = "; ".join(
-                f"`{module}`: {', '.join(files) or 'none'}" for module, files in pants["rerun_after_editing"].items()
-            )
-        else:  # results written before the edit-per-module runs existed
-            total = len(pants["tests"]["after editing serve.py"])
-            reran = f"`src/deployment/serve.py`: {', '.join(pants['rerun_after_editing_serve_py'])}"
+        before = pants.get("previous", {}).get("seconds", {})
+        rows = [[run, value, before.get(run, "")] for run, value in pants["seconds"].items()]
+        total = len(pants["test_files"])
+        reran = "; ".join(
+            f"`{module}`: {', '.join(files) or 'none'}" for module, files in pants["rerun_after_editing"].items()
+        )
+        load_average = pants.get("load_average_before")
+        measured = f" 1/5/15-minute load average {load_average} at the start, {pants['load_average_after']} at the end."
         out.append(
-            f"**Inner loop** in a generated project (`benchmarks/pants_timings.py`), seconds. Test files "
-            f"(of {total}) that re-ran after appending a comment to a module: {reran}.\n\n"
-            + markdown_table(["run", "seconds"], rows)
+            f"**Inner loop** in a generated project (`benchmarks/pants_timings.py`, {pants['machine']}), seconds"
+            f", beside the numbers before the test tiers (`before`).{measured if load_average else ''} "
+            f"Test files (of {total}) that re-ran after appending a comment to a module: {reran or 'not measured'}.\n\n"
+            + markdown_table(["run", "seconds", "before"], rows)
         )
     return out
 
