@@ -2,18 +2,25 @@
 
 Layers, lowest first: the settings file (`SETTINGS_FILE` points at another one), overlay
 files such as `configs/smoke.yaml`, environment variables named after a field's dotted
-path with `__` between the parts (`TRAINING__MAX_STEPS=10`, parsed as YAML so
-`SERVING__PORT=9000` is an int and `DATA__DATASET=null` is None), then command-line
-flags. Every layer goes through the same validation; an error names the file, the field
-and the variable or flag that set it.
+path with `__` between the parts (`TRAINING__MAX_STEPS=10`), typed by the field: a text
+field takes the text as written (`TRAINING__MIXED_PRECISION=no`, `TRAINING__RUN_NAME=2024`),
+other fields read it as YAML (`SERVING__PORT=9000` is an int, `DATA__LABELS=[no, yes]` two
+labels) and `null` clears a field that may be empty (`DATA__DATASET=null`); a variable that
+names a section but no field of it is an error with a suggestion. Then command-line flags.
+Every layer goes through the same validation; an error names the file, the field and the
+variable or flag that set it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import stat
+import types
+import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -42,7 +49,12 @@ HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-
 
 def _under_project_root(value: Path) -> Path:
     """Relative paths in settings are relative to the project root, wherever you run from."""
-    value = value.expanduser()
+    try:
+        value = value.expanduser()
+    except RuntimeError:  # `~nouser/x`
+        raise ValueError(
+            f"{str(value)!r} starts with ~ but names no user on this machine: write the path out"
+        ) from None
     return value if value.is_absolute() else PROJECT_ROOT / value
 
 
@@ -192,15 +204,43 @@ class SettingsError(UserError):
     """A settings file, variable or flag is unusable; the message says where and why."""
 
 
+MAX_SETTINGS_BYTES = 1_000_000  # a settings file is a few kB; this is no settings file
+MAX_YAML_NODES = 100_000  # after aliases are expanded: a billion-laughs document is refused
+
+
+def _expanded_nodes(node: yaml.Node, sizes: dict[int, int], budget: int) -> int:
+    """How many nodes `node` stands for once every alias is expanded (shared nodes counted each time)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = budget + 1  # a node that contains itself never ends
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_nodes(child, sizes, budget)
+        if total > budget:
+            break
+    sizes[id(node)] = total
+    return total
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """YAML whose keys are names, each once per mapping (PyYAML keeps the last of two silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):  # `1:` or `[a, b]:` would fail deep inside validation
+                shown = repr(key) if isinstance(key_node, yaml.ScalarNode) else "[...]"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {shown} (line {line}): keys are names: write it in quotes, or fix it"
+                )
             if key in seen:
-                line = key_node.start_mark.line + 1
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -208,29 +248,58 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path:
     value = (os.environ if environ is None else environ).get(SETTINGS_FILE_ENV)
-    return _under_project_root(Path(value)) if value else DEFAULT_SETTINGS_FILE
+    try:
+        return _under_project_root(Path(value)) if value else DEFAULT_SETTINGS_FILE
+    except ValueError as error:
+        raise SettingsError(f"{SETTINGS_FILE_ENV}: {error}") from None
+
+
+def _parse_yaml(text: str, loader_class: type[yaml.SafeLoader | yaml.BaseLoader] = _UniqueKeyLoader) -> Any:
+    """The document, or yaml.YAMLError; RecursionError when it is nested too deeply to read."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded (an alias bomb?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path, overlay: bool = False) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SettingsError(f"{path}: not a regular file (a device, pipe or socket): point at a .yaml file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SETTINGS_BYTES + 1)
+        if len(raw) > MAX_SETTINGS_BYTES:
+            raise SettingsError(f"{path}: over {MAX_SETTINGS_BYTES} bytes: this is not a settings file")
+        text = raw.decode("utf-8")
+    except ValueError as error:
+        if isinstance(error, UnicodeDecodeError):
+            raise SettingsError(f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8") from None
+        raise SettingsError(f"{path!r}: not a usable path ({error})") from None  # a NUL byte, say
     except FileNotFoundError:
         raise SettingsError(
             f"{path}: settings file not found (set {SETTINGS_FILE_ENV} or restore configs/settings.yaml)"
         ) from None
     except IsADirectoryError:
         raise SettingsError(f"{path}: is a folder, not a settings file") from None
-    except UnicodeDecodeError as error:
-        raise SettingsError(f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     except OSError as error:
         raise SettingsError(f"{path}: cannot read settings file ({error.strerror})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _parse_yaml(text)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(error, "problem", None) or str(error)
         raise SettingsError(f"{path}: malformed YAML{line}: {problem}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply to be settings (sections hold fields, one level)") from None
+    except ValueError as error:  # an integer of thousands of digits, say
+        raise SettingsError(f"{path}: a value cannot be read: {str(error)[:200]}") from None
     if data is None and overlay:
         return {}  # an empty overlay changes nothing
     if not isinstance(data, dict):
@@ -238,31 +307,74 @@ def _read_yaml(path: Path, overlay: bool = False) -> dict[str, Any]:
     return data
 
 
-def _env_overrides(model: type[BaseModel], environ: Mapping[str, str], prefix: str = "") -> dict[str, Any]:
-    """Collect `SECTION__FIELD` variables for every field of the model tree."""
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types a field takes, without None and Annotated's constraints."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return tuple(m for arg in typing.get_args(annotation) if arg is not type(None) for m in _members(arg))
+    return (annotation,)
+
+
+def _is_text(annotation: Any) -> bool:
+    """A field whose every value is a string (or a path): its variable is taken as written."""
+    members = _members(annotation)
+    for member in members:
+        if typing.get_origin(member) is Literal:
+            if not all(isinstance(value, str) for value in typing.get_args(member)):
+                return False
+        elif not (isinstance(member, type) and issubclass(member, (str, PurePath))):
+            return False
+    return bool(members)
+
+
+def _env_value(annotation: Any, text: str) -> Any:
+    """An environment variable's value, typed by the field it sets (not by YAML's guesses)."""
+    if text.strip() in {"null", "~", ""} and type(None) in typing.get_args(annotation):
+        return None
+    if _is_text(annotation):
+        return text
+    [member] = _members(annotation)[:1] or [None]
+    text_items = typing.get_origin(member) is list and all(_is_text(arg) for arg in typing.get_args(member))
+    try:  # BaseLoader keeps every scalar a string: `[no, yes]` are two labels, not two booleans
+        return _parse_yaml(text, yaml.BaseLoader if text_items else yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return text  # the field's validation names the variable and what it expects
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {
+        name: info.annotation
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect the `SECTION__FIELD` variables; one that names a section but no field of it is an error."""
     found: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        env_name = f"{prefix}{name.upper()}"
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            nested = _env_overrides(annotation, environ, f"{env_name}__")
-            if nested:
-                found[name] = nested
-        elif env_name in environ and prefix:
-            try:
-                found[name] = yaml.safe_load(environ[env_name])
-            except yaml.YAMLError:
-                found[name] = environ[env_name]
+    known = {f"{section.upper()}__{name.upper()}": (section, name, field)
+             for section, model in _sections().items() for name, field in model.model_fields.items()}  # fmt: skip
+    prefixes = {f"{section.upper()}__" for section in _sections()}
+    for variable, text in environ.items():
+        if variable in known:
+            section, name, field = known[variable]
+            found.setdefault(section, {})[name] = _env_value(field.annotation, text)
+        elif any(variable.upper().startswith(prefix) for prefix in prefixes):
+            close = difflib.get_close_matches(variable.upper(), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(
+                f"unknown setting {variable}{hint}: an override is SECTION__FIELD in upper case, named after "
+                "a field of configs/settings.yaml; unset it or fix the name"
+            )
     return found
 
 
 def env_override_names(environ: Mapping[str, str]) -> list[str]:
     """The `SECTION__FIELD` variables in `environ` that name a real field."""
     fields = {
-        f"{section.upper()}__{name.upper()}"
-        for section, info in Settings.model_fields.items()
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
-        for name in info.annotation.model_fields
+        f"{section.upper()}__{name.upper()}" for section, model in _sections().items() for name in model.model_fields
     }
     return sorted(name for name in environ if name in fields)
 
@@ -329,7 +441,7 @@ def load_settings(
     for overlay in overlays:
         data = _merge(data, _read_yaml(overlay, overlay=True))
     data = _merge(data, overrides or {})
-    data = _merge(data, _env_overrides(Settings, environ))
+    data = _merge(data, _env_overrides(environ))
     given = {field: value for field, (_, value) in (flags or {}).items() if value is not None}
     data = _merge(data, _nest(given))
     try:

@@ -41,6 +41,13 @@ class ModelNotFoundError(UserError):
     """No finished model where one was expected; the message says how to make one."""
 
 
+def check_run_id(name: str, what: str) -> str:
+    """A run id names one run folder: never a path (`../other`), `.`, `..` or a hidden folder (`.checkpoints`)."""
+    if name.startswith(".") or any(part in name for part in ("/", "\\", "\0")):
+        raise UserError(f"{what} {name!r}: a run id is a folder name such as smoke-20261203-101500, not a path")
+    return name
+
+
 class RunLockedError(UserError):
     """Another process is training this run right now."""
 
@@ -195,7 +202,7 @@ def find_run(output_dir: Path, name: str | None) -> Path:
     """A finished run by id (or `latest` when None)."""
     if name is None or name == LATEST:
         return resolve_model_dir(output_dir / LATEST)
-    candidate = output_dir / name
+    candidate = output_dir / check_run_id(name, "RUN")
     if not candidate.is_dir():
         known = ", ".join(path.name for path in finished_runs(output_dir)[:5]) or "none yet"
         raise ModelNotFoundError(f"no run {name!r} under {output_dir} (newest runs: {known})")

@@ -34,7 +34,7 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
 class BadModelFolderError(UserError):
-    """The model folder cannot serve; the message names the file and what to do."""
+    """The model folder cannot be loaded (to serve, predict or evaluate); the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class ModelFolder:
 
 def _fail(path: Path, problem: str) -> BadModelFolderError:
     return BadModelFolderError(
-        f"{path}: {problem}. The model folder cannot serve: point --model-dir / serving.model_dir at a "
-        "complete saved model (what train-local publishes), or train a new one"
+        f"{path}: {problem}. The model folder is not a complete saved model: point --model-dir (or RUN) at "
+        "what train-local publishes, or train a new one"
     )
 
 

@@ -163,33 +163,50 @@ async def _respond(send: Any, status: int, detail: str, close: bool = False) -> 
 
 
 class ReadDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, plus a deadline for the request headers.
+    """uvicorn's HTTP protocol, plus a deadline for the headers of every request.
 
-    uvicorn waits forever for the headers of a first request; a client that opens
-    connections and sends half a request line would hold them all. The body has its
-    own deadline in RequestGuard.
+    uvicorn waits forever for request headers: for a connection's first request, and for
+    the next one on a kept-alive connection once its first bytes came (they cancel the
+    keep-alive timer). A client that sends half a request line would hold the connection.
+    The deadline starts when the connection opens and again when a response is complete;
+    the body has its own deadline in RequestGuard.
     """
 
     read_timeout = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.headers_deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self.headers_deadline: asyncio.TimerHandle | None = self.loop.call_later(self.read_timeout, self.drop_slow)
+        self.await_headers()
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is not None and self.headers_deadline is not None:  # the headers are in
+    def await_headers(self) -> None:
+        """Until the next request's headers are in (a new request cycle), or the deadline passes."""
+        self.cancel_deadline()
+        self.previous_cycle = self.cycle
+        self.headers_deadline = self.loop.call_later(self.read_timeout, self.drop_slow)
+
+    def cancel_deadline(self) -> None:
+        if self.headers_deadline is not None:
             self.headers_deadline.cancel()
             self.headers_deadline = None
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self.previous_cycle:  # the headers are in
+            self.cancel_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:  # what uvicorn waits for next
+            self.await_headers()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.headers_deadline is not None:
-            self.headers_deadline.cancel()
+        self.cancel_deadline()
         super().connection_lost(exc)
 
     def drop_slow(self) -> None:
         self.headers_deadline = None
-        if self.cycle is None and not self.transport.is_closing():
+        if self.cycle is self.previous_cycle and not self.transport.is_closing():
             self.transport.close()
 
 
@@ -251,7 +268,8 @@ def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:
         workers_per_device=serving.workers_per_device,
         timeout=serving.timeout,
         healthcheck_path="/health",
-        max_payload_size=serving.max_payload_bytes,
+        # No max_payload_size: RequestGuard is the one limit. LitServe's own check raises inside the
+        # body stream for a chunked body (no Content-Length), which uvicorn turns into a 500.
         middlewares=[(RequestGuard, guard)],
     )
     server.app.add_exception_handler(RequestValidationError, validation_error)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from src import cli, runs
 from src.cli import UserError
 from src.config import DataSettings, load_settings
+from src.deployment.model_folder import inspect_model_folder
 from src.evaluation import metrics, report, tables
 from src.evaluation.run_files import RUN_SETTINGS, read_json, section, stored_settings
 
@@ -221,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         output_dir = load_settings(flags={"training.output_dir": ("--runs-dir", args.runs_dir)}).training.output_dir
         model_dir = runs.find_run(output_dir, args.run)
+    inspect_model_folder(model_dir)  # before anything is read or written: a damaged run keeps its report
     stored = stored_settings(model_dir)
     metric = str(section(stored, "training").get("best_model_metric", "f1"))
     if args.data is None:

@@ -22,12 +22,19 @@ from pathlib import Path
 from src import cli, runs
 from src.cli import UserError
 from src.config import load_settings
+from src.deployment.model_folder import inspect_model_folder
 from src.evaluation import tables
 from src.evaluation.run_files import section, stored_settings
 
+PREDICTED = ("predicted_label", "predicted_score")  # and one probability_<label> per label
 
-def output_path(input_name: str, kind: str, output: str | None) -> tuple[Path | None, str]:
-    """Where the predictions go and in which format; checked before any work is done."""
+
+def output_path(input_name: str, kind: str, output: str | None, force: bool = False) -> tuple[Path | None, str]:
+    """Where the predictions go and in which format; checked before any work is done.
+
+    Nothing is replaced without a word: not the input, not a symlink, and an existing file only
+    with --force.
+    """
     if output == tables.STDIN or (output is None and input_name == tables.STDIN):
         return None, "jsonl"
     if output is None:
@@ -38,6 +45,12 @@ def output_path(input_name: str, kind: str, output: str | None) -> tuple[Path | 
         path = Path(output)
         if path.is_dir():
             raise UserError(f"-o {path} is a folder: give a file name such as {path / 'predictions.jsonl'}")
+    if path.is_symlink():
+        raise UserError(f"-o {path} is a symbolic link: write to the file itself ({path.resolve()}) or elsewhere")
+    if input_name != tables.STDIN and path.resolve() == Path(input_name).resolve():
+        raise UserError(f"-o {path} is the input file: predictions never replace their input; choose another name")
+    if path.exists() and not force:
+        raise UserError(f"{path} exists: pass --force to replace it, or -o another file")
     out_kind = tables.kind_of(path, "-o")
     if out_kind == "text":
         raise UserError(f"-o {path}: plain text cannot hold the predictions: use .jsonl, .json, .csv or .parquet")
@@ -56,14 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="saved model folder (default: serving.model_dir)")
     parser.add_argument("--text-column", help="column holding the text (default: the run's data.text_column)")
     parser.add_argument("--precision", help="auto, fp32, bf16, fp16 or int8 (default: serving.precision)")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     flags = {"serving.model_dir": ("--model-dir", args.model_dir), "serving.precision": ("--precision", args.precision)}
     serving = load_settings(flags=flags).serving
     model_dir = runs.resolve_model_dir(serving.model_dir)
     column = args.text_column or section(stored_settings(model_dir), "data").get("text_column") or "text"
     table = tables.read_table(args.input)
-    destination, out_kind = output_path(args.input, table.kind, args.output)
+    destination, out_kind = output_path(args.input, table.kind, args.output, args.force)
     texts = tables.texts(table, "text" if table.kind == "text" else column)
+    model = inspect_model_folder(model_dir)  # serve's own start-up check: no transformers traceback, no wrong answers
+    added = {*PREDICTED, *(f"probability_{label}" for label in model.labels)}
+    if clash := sorted(added & set(table.columns)):
+        raise UserError(f"{table.source}: column {clash[0]!r} would be overwritten by the predictions: rename it")
 
     from src.evaluation import inference  # torch: only once the input is known to be good
 

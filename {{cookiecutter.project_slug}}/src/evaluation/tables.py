@@ -127,6 +127,9 @@ def _csv(text: str, source: str) -> Table:
     rows, places = [], []
     try:
         columns = list(reader.fieldnames or [])  # reads the header line
+        twice = sorted({name for name in columns if columns.count(name) > 1})
+        if twice:
+            raise TableError(f"{source} line 1: column {twice[0]!r} appears twice in the header: rename one")
         while True:
             first_line = reader.line_num + 1  # a quoted field may span lines: name where the row starts
             try:
@@ -169,6 +172,13 @@ def texts(table: Table, column: str, flag: str = "--text-column") -> list[str]:
             problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r:.40})"
             hint = "" if column in row or table.kind == "text" else f" (the row has {sorted(row)[:8]}: pass {flag}?)"
             raise TableError(f"{table.source} {place}: no text in {column!r}: {problem}{hint}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # the server refuses it too (422)
+            raise TableError(
+                f"{table.source} {place}: the text in {column!r} is not valid Unicode (a lone surrogate such as "
+                "\\ud800): fix or remove the row"
+            ) from None
         found.append(value)
     return found
 

@@ -22,6 +22,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from src.models.hub import hub_downloads, hub_reachable, offline_message
 
 STATUS_DIR_ENV = cli.STATUS_DIR_ENV
 RESUME_ENV = "TRAIN_RESUME_RUN_ID"
+LAUNCHER_PID_ENV = "TRAIN_LAUNCHER_PID"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,12 +201,42 @@ def visible_gpus(environ: Mapping[str, str]) -> int:
     return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
 
 
+def exit_with_the_launcher(environ: Mapping[str, str], interval: float = 1.0) -> None:
+    """A training process ends, within `interval`, once its launcher or its own parent is gone.
+
+    Under torchrun every rank runs in a session of its own, so a `kill -9` of the launcher (or of
+    its process group) reaches no rank: without this watch they would train on, orphaned.
+    """
+    launcher = environ.get(LAUNCHER_PID_ENV)
+    if not launcher:
+        return
+    pid, parent = int(launcher), os.getppid()
+
+    def gone() -> bool:
+        if os.getppid() != parent:  # orphaned: accelerate's process died
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, under another user
+        return False
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(interval)
+        os._exit(cli.EXIT_TERMINATED)  # nobody is left to read a report
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
 class Supervisor:
     """Run the launcher, pass its output through, and turn how the processes ended into one exit code."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.status_dir = Path(tempfile.mkdtemp(prefix="train-status-"))
-        self.argv, self.env = argv, {**env, STATUS_DIR_ENV: str(self.status_dir)}
+        self.argv, self.env = argv, {**env, STATUS_DIR_ENV: str(self.status_dir), LAUNCHER_PID_ENV: str(os.getpid())}
         self.signalled: int | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -262,6 +295,8 @@ class Supervisor:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.resume:
+        runs.check_run_id(args.resume, "--resume")  # before anything is built or written
     settings = run_settings(args, build_smoke_assets=True)
     env = dict(os.environ)
     resume = resume_target(settings, args)

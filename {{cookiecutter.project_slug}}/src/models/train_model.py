@@ -235,7 +235,7 @@ def choose_run(settings: Settings, resume: str | None, environ: Mapping[str, str
     """The run id: the one to resume, SkyPilot's stable one, or a new unique one (main process)."""
     output_dir, run_name = settings.training.output_dir, settings.training.run_name
     if resume:
-        if not runs.checkpoint_dir(output_dir, resume).is_dir():
+        if not runs.checkpoint_dir(output_dir, runs.check_run_id(resume, "--resume")).is_dir():
             raise TrainingError(f"--resume {resume}: no unfinished run of that name under {output_dir}")
         return resume
     wanted = runs.run_id_for(run_name, runs.now_utc(), environ)
@@ -356,6 +356,7 @@ def _publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = launch.parse_args(sys.argv[1:] if argv is None else argv)
+    launch.exit_with_the_launcher(os.environ)
     # Libraries log at WARNING and above; this project's own progress at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)  # named __main__ under `python -m`

@@ -18,7 +18,15 @@ from src.deployment.classifier import Classifier
 from src.evaluation import report
 from src.models import smoke
 from tests.helpers.models import smoke_file_settings, truncate
-from tests.helpers.processes import clean_env, free_port, only_error_line, run_module, start_module, started
+from tests.helpers.processes import (
+    clean_env,
+    free_port,
+    only_error_line,
+    run_module,
+    start_module,
+    started,
+    wait_until_none_with,
+)
 
 LONG_RUN = {"TRAINING__MAX_STEPS": "600", "TRAINING__SAVE_STEPS": "10", "TRAINING__SAVE_TOTAL_LIMIT": "3"}
 
@@ -161,8 +169,9 @@ def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
 def test_two_processes_resume_after_a_kill(tmp_path: Path) -> None:
     with started(start_training(tmp_path, "--num-processes", "2", **LONG_RUN)) as process:
         wait_for_checkpoints(tmp_path, process)
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher's group: the ranks run in sessions of their own
         process.communicate()
+        assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 30), "no rank outlives its launcher"
         *_, newest = wait_for_checkpoints(tmp_path, process)
     end = str(step(newest) + 10)
     result = train_local(tmp_path, "--resume", "--num-processes", "2", TRAINING__MAX_STEPS=end,

@@ -125,6 +125,25 @@ def imported_modules(*modules: str) -> set[str]:
     return set(stdout.split())
 
 
+def processes_with(variable: str, value: str) -> list[int]:
+    """The live processes whose environment has `variable=value` (a test's own output folder, say)."""
+    wanted, found = f"{variable}={value}".encode(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            status = (proc / "stat").read_text()
+            if status.rsplit(")", 1)[1].split()[0] != "Z" and wanted in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
+
+
+def wait_until_none_with(variable: str, value: str, timeout: float) -> list[int]:
+    """Wait for every process with `variable=value` to end; those still alive after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (alive := processes_with(variable, value)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
 def sky_api_servers() -> list[str]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):

@@ -16,7 +16,7 @@ from src.deployment.classifier import Classifier
 from src.evaluation import evaluate, report
 from src.evaluation.evaluate import EVALUATION
 from src.models.train_model import train
-from tests.helpers.models import smoke_file_settings, smoke_settings
+from tests.helpers.models import MODEL_DAMAGES, smoke_file_settings, smoke_settings
 from tests.helpers.processes import call, only_error_line
 
 
@@ -128,6 +128,7 @@ def test_evaluate_on_another_file(run_copy: Path, trained_model: Path, tmp_path:
         (["--data", "{dir}/missing.jsonl"], "missing.jsonl does not exist"),
         (["--data", "{dir}/labels.jsonl"], r"line 2: label 'maybe' in 'label' is none of the model's labels"),
         (["--data", "{dir}/plain.txt"], "plain text has no labels"),
+        (["../escape"], "a run id is a folder name"),
     ],
 )
 def test_evaluate_errors_are_one_line(
@@ -151,3 +152,15 @@ def test_keep_best_model_publishes_the_best_checkpoint(smoke_assets: dict[str, P
     assert len(during) == settings.training.max_steps // every
     assert metrics["accuracy"] == max(during), "the published model is the best checkpoint, not the last"
     assert runs.resolve_model_dir(tmp_path / "latest").name == metrics["run_id"]
+
+
+@pytest.mark.parametrize("damage", MODEL_DAMAGES)
+def test_a_damaged_run_is_refused_and_keeps_its_report(
+    run_copy: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = {name: (run_copy / name).read_bytes() for name in (report.REPORT, EVALUATION)}
+    MODEL_DAMAGES[damage](run_copy)
+    assert call(evaluate.main, "--model-dir", str(run_copy)) == 2
+    assert str(run_copy) in only_error_line(capsys.readouterr().err)
+    if run_copy.is_dir():  # one damage replaces the whole folder with a file
+        assert {name: (run_copy / name).read_bytes() for name in kept} == kept, "report.md and evaluation.json kept"

@@ -12,6 +12,7 @@ import pytest
 
 from src.deployment.classifier import Classifier
 from src.evaluation import predict, tables
+from tests.helpers.models import MODEL_DAMAGES, damaged_model
 from tests.helpers.processes import call, only_error_line
 from tests.helpers.texts import reviews, write_jsonl
 
@@ -84,3 +85,35 @@ def test_a_line_without_text_stops_naming_it(
     assert code == 2
     assert "line 737" in only_error_line(capsys.readouterr().err)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output, no temporary file"
+
+
+@pytest.mark.parametrize("damage", MODEL_DAMAGES)
+def test_a_model_folder_that_cannot_load_is_refused_like_serve_refuses_it(
+    trained_model: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = damaged_model(trained_model, tmp_path / "damaged", damage)
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
+    assert call(predict.main, str(source), "--model-dir", str(model)) == 2
+    assert str(model) in only_error_line(capsys.readouterr().err)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["damaged", "reviews.jsonl"], "no output"
+
+
+@pytest.mark.parametrize("column", ["predicted_label", "predicted_score", "probability_pos"])
+def test_input_columns_the_predictions_would_overwrite_are_refused(
+    trained_model: Path, tmp_path: Path, column: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "labelled.jsonl"
+    source.write_text(json.dumps({"text": "a wonderful film", column: "mine"}) + "\n")
+    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 2
+    assert f"column {column!r} would be overwritten" in only_error_line(capsys.readouterr().err)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["labelled.jsonl"]
+
+
+def test_force_replaces_an_existing_output(trained_model: Path, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(5))
+    output = tmp_path / "reviews.predictions.jsonl"
+    output.write_text("an older answer\n")
+    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 2
+    assert output.read_text() == "an older answer\n", "kept without --force"
+    assert call(predict.main, str(source), "--model-dir", str(trained_model), "--force") == 0
+    assert len(output.read_text().splitlines()) == 5

@@ -88,6 +88,14 @@ def test_bad_input_gets_4xx_and_server_survives(client: httpx.Client, body: byte
     assert client.get("/health").status_code == 200
 
 
+def test_a_chunked_body_past_the_limit_gets_413(client: httpx.Client) -> None:
+    limit = load_settings(environ={}).serving.max_payload_bytes
+    chunks = (b'{"text": "' + b"a" * 65536 for _ in range(limit // 65536 + 2))  # no Content-Length: chunked
+    response = client.post("/predict", content=chunks, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert client.get("/health").status_code == 200
+
+
 def test_api_key_guards_every_route(server: Server) -> None:
     url = server.url
     assert httpx.post(f"{url}/predict", json={"text": "great"}).status_code == 401
@@ -184,6 +192,20 @@ def test_client_that_stalls_its_body_is_dropped(server: Server, client: httpx.Cl
 def test_client_that_stalls_its_headers_is_dropped(server: Server, sent: bytes) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(sent)
+        _, waited = read_until_closed(sock, server.read_timeout + 10)
+    assert waited < server.read_timeout + 5, "the connection was not dropped"
+
+
+def test_kept_alive_connection_that_stalls_its_next_headers_is_dropped(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # no key: a 401 is answer enough
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        time.sleep(0.2)  # the answer is complete: uvicorn now waits with its keep-alive timer armed
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # cancels that timer, and no more
         _, waited = read_until_closed(sock, server.read_timeout + 10)
     assert waited < server.read_timeout + 5, "the connection was not dropped"
 

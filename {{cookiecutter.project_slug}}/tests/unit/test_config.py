@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,40 @@ def test_env_overrides_nested_fields() -> None:
     assert settings.serving.host == "0.0.0.0"
 
 
+@pytest.mark.parametrize(
+    ("variable", "text", "field", "expected"),
+    [
+        ("TRAINING__MIXED_PRECISION", "no", "training.mixed_precision", "no"),  # YAML would read False
+        ("TRAINING__RUN_NAME", "2024", "training.run_name", "2024"),
+        ("TRAINING__RUN_NAME", "on", "training.run_name", "on"),
+        ("PROJECT__NAME", "123", "project.name", "123"),
+        ("DATA__TEXT_COLUMN", "0", "data.text_column", "0"),
+        ("DATA__LABELS", "[no, yes]", "data.labels", ["no", "yes"]),
+        ("DATA__DATASET", "", "data.dataset", None),
+        ("SERVING__PORT", "9000", "serving.port", 9000),
+        ("TRAINING__KEEP_BEST_MODEL", "true", "training.keep_best_model", True),
+    ],
+)
+def test_env_values_are_typed_by_their_field(variable: str, text: str, field: str, expected: object) -> None:
+    settings = load_settings(environ={variable: text})
+    section, name = field.split(".")
+    assert getattr(getattr(settings, section), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggested"),
+    [("TRAINING__MAX_STEP", "TRAINING__MAX_STEPS"), ("training__max_steps", "TRAINING__MAX_STEPS"),
+     ("SERVING__PROT", "SERVING__PORT")],
+)  # fmt: skip
+def test_an_override_that_names_no_field_is_refused_with_a_suggestion(variable: str, suggested: str) -> None:
+    with pytest.raises(SettingsError, match=rf"unknown setting {variable} \(did you mean {suggested}\?\)"):
+        load_settings(environ={variable: "10"})
+
+
+def test_variables_of_other_tools_are_not_overrides() -> None:
+    assert load_settings(environ={"PIP__INDEX": "x", "__CF_USER_TEXT_ENCODING": "0x0"}).training.max_steps == -1
+
+
 def test_bad_env_override_names_variable() -> None:
     with pytest.raises(SettingsError, match=r"training\.max_steps: .*TRAINING__MAX_STEPS"):
         load_settings(environ={"TRAINING__MAX_STEPS": "many"})
@@ -168,3 +204,52 @@ def test_smoke_overlay_layers_under_the_environment() -> None:
     assert smoke.data.dataset is None
     overridden = load_settings(environ={"TRAINING__RUN_NAME": "mine"}, overlays=[SMOKE_SETTINGS_FILE])
     assert overridden.training.run_name == "mine"
+
+
+def _bomb() -> str:
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    return "\n".join(levels) + "\n"
+
+
+HOSTILE_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "alias-bomb": (lambda path: path.write_text(_bomb() + "project:\n  name: *i\n"), "alias bomb"),
+    "nested-2000-deep": (
+        lambda path: path.write_text("project: " + "[" * 2000 + "]" * 2000 + "\n"),
+        "nested too deeply",
+    ),
+    "number-key": (lambda path: path.write_text("project:\n  name: x\n1: y\n"), r"key 1 \(line 3\): keys are names"),
+    "list-key": (lambda path: path.write_text("project:\n  ? [a, b]\n  : x\n"), r"key \[\.\.\.\] \(line 2\): keys are names"),
+    "5000-digits": (lambda path: path.write_text("training:\n  seed: " + "9" * 5000 + "\n"), "a value cannot be read"),
+    "too-big": (lambda path: path.write_text("# " + "x" * 1_100_000 + "\n"), "this is not a settings file"),
+    "a-fifo": (lambda path: os.mkfifo(path), "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_FILES)
+def test_a_hostile_settings_file_is_one_clear_error(tmp_path: Path, kind: str) -> None:
+    make, problem = HOSTILE_FILES[kind]
+    path = tmp_path / "settings.yaml"
+    make(path)
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("value", ["[" * 2000 + "]" * 2000, _bomb().replace("\n", ", ").join("{}")])
+def test_a_hostile_override_is_a_validation_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="DATA__LABELS"):
+        load_settings(environ={"DATA__LABELS": value})
+
+
+def test_special_files_and_bad_paths_are_refused() -> None:
+    with pytest.raises(SettingsError, match="not a regular file"):
+        load_settings(Path("/dev/zero"), environ={})
+    with pytest.raises(SettingsError, match="not a usable path"):
+        load_settings(environ={"SETTINGS_FILE": "configs/set\0tings.yaml"})
+
+
+def test_a_home_folder_of_nobody_is_named() -> None:
+    with pytest.raises(SettingsError, match="names no user"):
+        load_settings(environ={"DATA__TRAIN_FILE": "~no-such-user-here/train.jsonl"})
+    with pytest.raises(SettingsError, match=r"SETTINGS_FILE: .*names no user"):
+        load_settings(environ={"SETTINGS_FILE": "~no-such-user-here/settings.yaml"})

@@ -168,12 +168,21 @@ def model_folder(tmp_path: Path) -> Path:
         (["{dir}/in.jsonl", "-o", "{dir}/out.xlsx"], r"unknown file type '\.xlsx'"),
         (["{dir}/in.jsonl", "--text-column", "review"], r"line 1: no text in 'review'"),
         (["{dir}"], r"unknown file type"),
+        (["{dir}/in.jsonl", "-o", "{dir}/in.jsonl"], "is the input file: predictions never replace their input"),
+        (["{dir}/in.jsonl", "-o", "{dir}/old.jsonl"], r"old\.jsonl exists: pass --force to replace it"),
+        (["{dir}/in.jsonl", "-o", "{dir}/link.jsonl", "--force"], "is a symbolic link"),
+        (["{dir}/twice.csv"], "column 'text' appears twice in the header: rename one"),
+        (["{dir}/surrogate.jsonl"], r"line 2: the text in 'text' is not valid Unicode"),
     ],
 )
 def test_predict_refuses_before_loading_the_model(
     tmp_path: Path, model_folder: Path, args: list[str], problem: str
 ) -> None:
     write(tmp_path / "in.jsonl", '{"text": "fine"}\n')
+    write(tmp_path / "old.jsonl", '{"kept": true}\n')
+    write(tmp_path / "twice.csv", "text,text\nfirst,second\n")
+    write(tmp_path / "surrogate.jsonl", '{"text": "fine"}\n{"text": "\\ud800"}\n')  # JSON's escape of a lone surrogate
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "old.jsonl")
     before = sorted(path.name for path in tmp_path.iterdir())
     with pytest.raises(UserError, match=problem):
         predict.main([arg.format(dir=tmp_path) for arg in args] + ["--model-dir", str(model_folder)])

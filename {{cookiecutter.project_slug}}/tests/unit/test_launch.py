@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from src import cli
-from src.config import SettingsError, load_settings
+from src.config import PROJECT_ROOT, SettingsError, load_settings
 from src.models import launch
 from src.models.launch import Layout, command, layout, parse_args
-from tests.helpers.processes import call, only_error_line
+from tests.helpers.processes import call, clean_env, only_error_line
 
 SKYPILOT_TWO_NODES = {
     "SKYPILOT_NUM_NODES": "2",
@@ -78,6 +80,16 @@ def test_resume_flag_forms() -> None:
     assert parse_args(["--resume", "smoke-20261202-101500"]).resume == "smoke-20261202-101500"
 
 
+@pytest.mark.parametrize("run", ["..", ".", "../smoke-20261202-101500", "/tmp", ".checkpoints", "a\\b"])
+def test_resume_takes_a_run_id_not_a_path(
+    tmp_path: Path, run: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path / "runs"))
+    assert call(launch.main, "--smoke", "--resume", run) == 2
+    assert "a run id is a folder name" in only_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == [], "nothing built, nothing written"
+
+
 def test_bad_flag_value_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--num-processes", "two"])
@@ -110,3 +122,21 @@ def test_bad_settings_exit_2_with_one_line_and_touch_nothing(
     assert call(launch.main, "--smoke") == 2
     assert named in only_error_line(capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_training_process_ends_when_its_launcher_is_gone() -> None:
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watched = (
+        "from src.models import launch; import os, time; launch.exit_with_the_launcher(os.environ, 0.1); time.sleep(60)"
+    )
+    rank = subprocess.Popen([sys.executable, "-c", watched], cwd=PROJECT_ROOT,
+                            env=clean_env(**{launch.LAUNCHER_PID_ENV: str(launcher.pid)}))  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            rank.wait(timeout=1)  # the launcher lives: the rank trains on
+        launcher.kill()
+        launcher.wait()
+        assert rank.wait(timeout=10) == cli.EXIT_TERMINATED
+    finally:
+        launcher.kill()
+        rank.kill()
