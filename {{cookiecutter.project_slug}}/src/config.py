@@ -142,6 +142,9 @@ class TrainingSettings(Section):
     dataloader_num_workers: int = Field(ge=0, le=64)
     num_processes: int | None = Field(default=None, ge=1, le=4096, description="null: one per GPU, one on CPU")
     distributed_port: int = Field(default=29500, ge=1024, le=65535)
+    rendezvous_timeout: float = Field(
+        default=600, gt=0, le=86400, description="seconds to wait for every node to join (SkyPilot starts them)"
+    )
 
     @field_validator("keep_best_model")
     @classmethod

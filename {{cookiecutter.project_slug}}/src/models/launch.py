@@ -14,8 +14,11 @@ through a status folder, so a user error in any of them becomes one `error:` lin
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +42,10 @@ from src.models.hub import hub_downloads, hub_reachable, offline_message
 STATUS_DIR_ENV = cli.STATUS_DIR_ENV
 RESUME_ENV = "TRAIN_RESUME_RUN_ID"
 LAUNCHER_PID_ENV = "TRAIN_LAUNCHER_PID"
+JOINED_PREFIX = "joined-"  # a training process's mark in the status folder, once every process has joined
+HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +126,11 @@ def layout(settings: Settings, environ: Mapping[str, str], visible_gpus: int) ->
                 f"SkyPilot variables disagree: SKYPILOT_NUM_NODES={nodes}, SKYPILOT_NODE_RANK={rank}, "
                 f"{len(addresses)} address(es) in SKYPILOT_NODE_IPS (one per node expected, head node first)"
             )
+        for address in addresses[:nodes]:
+            if not _is_address(address):
+                raise UserError(
+                    f"SKYPILOT_NODE_IPS holds {address!r}: not an IP address or host name (one per line, head first)"
+                )
         gpus = _env_int(environ, "SKYPILOT_NUM_GPUS_PER_NODE", 0) if "SKYPILOT_NUM_GPUS_PER_NODE" in environ else 0
         gpus = min(gpus, visible_gpus) if visible_gpus else 0
         per_machine = training.num_processes or max(gpus, 1)
@@ -126,6 +138,35 @@ def layout(settings: Settings, environ: Mapping[str, str], visible_gpus: int) ->
     per_machine = training.num_processes or max(visible_gpus, 1)
     return Layout(per_machine, main_port=free_port() if per_machine > 1 else training.distributed_port,
                   gpus_per_machine=visible_gpus)  # fmt: skip
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(HOST.match(text))
+    return True
+
+
+def check_head_port(plan: Layout) -> None:
+    """On the head node, the port the other nodes connect to must be free (before anything starts)."""
+    if plan.num_machines == 1 or plan.machine_rank != 0:
+        return
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", plan.main_port))
+        except OSError:
+            raise UserError(
+                f"port {plan.main_port} (training.distributed_port) is in use on this head node: stop what holds "
+                "it, or choose another port (TRAINING__DISTRIBUTED_PORT) for every node"
+            ) from None
+
+
+def mark_joined(environ: Mapping[str, str]) -> None:
+    """Tell this node's launcher that every process of the run has joined (see Supervisor)."""
+    status_dir = Path(environ.get(STATUS_DIR_ENV) or "/nonexistent")
+    if status_dir.is_dir():
+        (status_dir / f"{JOINED_PREFIX}{os.getpid()}").touch()
 
 
 def free_port() -> int:
@@ -234,10 +275,27 @@ def exit_with_the_launcher(environ: Mapping[str, str], interval: float = 1.0) ->
 class Supervisor:
     """Run the launcher, pass its output through, and turn how the processes ended into one exit code."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], join: tuple[float, int, str] | None = None) -> None:
+        """`join`: (seconds, processes on this node, who is waited for) when other nodes must join."""
         self.status_dir = Path(tempfile.mkdtemp(prefix="train-status-"))
         self.argv, self.env = argv, {**env, STATUS_DIR_ENV: str(self.status_dir), LAUNCHER_PID_ENV: str(os.getpid())}
         self.signalled: int | None = None
+        self.join = join
+        self.join_failed = False
+
+    def _watch_join(self, seconds: float, processes: int) -> None:
+        deadline = time.monotonic() + seconds
+        while self.process.poll() is None:
+            if len(list(self.status_dir.glob(f"{JOINED_PREFIX}*"))) >= processes:
+                return
+            if time.monotonic() > deadline:
+                self.join_failed = True
+                self.process.terminate()  # accelerate's agent stops waiting; no rank has started
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=15)
+                self.process.kill()
+                return
+            time.sleep(0.5)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signalled = signum
@@ -256,12 +314,15 @@ class Supervisor:
     def run(self) -> int:
         self.process = subprocess.Popen(self.argv, env=self.env, stderr=subprocess.PIPE)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if self.join is not None:
+            threading.Thread(target=self._watch_join, args=self.join[:2], daemon=True).start()
         try:
             stderr = cast(IO[bytes], self.process.stderr)
             passing = True
             while chunk := stderr.read1(65536):  # type: ignore[attr-defined]
                 # Once a process has reported (or a signal came), the rest is launcher noise.
-                passing = passing and self.signalled is None and not any(self.status_dir.iterdir())
+                reported = any(self.status_dir.glob("*.json"))
+                passing = passing and self.signalled is None and not reported and not self.join_failed
                 if passing:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
@@ -272,6 +333,12 @@ class Supervisor:
         return self.outcome(returncode)
 
     def outcome(self, returncode: int) -> int:
+        if self.join_failed and self.join is not None and self.signalled is None:
+            seconds, _, waited_for = self.join
+            advice = "start train-local on every node, and check that they reach the head node's port"
+            print(f"error: {waited_for} did not join within {seconds:g} s (training.rendezvous_timeout): {advice}",
+                  file=sys.stderr)  # fmt: skip
+            return cli.EXIT_USER_ERROR
         statuses = self.statuses()
         codes = {int(status.get("code", 1)) for status in statuses}
         messages = list(dict.fromkeys(str(status["message"]) for status in statuses if status.get("message")))
@@ -314,7 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     child_args = ["--smoke"] if args.smoke else []
     if args.num_processes is not None:
         child_args += ["--num-processes", str(args.num_processes)]
-    supervisor = Supervisor(command(child_args, plan), env)
+    check_head_port(plan)
+    join = None
+    if plan.num_machines > 1:
+        head = f"{plan.main_address}:{plan.main_port}"
+        waited = f"the other {plan.num_machines - 1} node(s)" if plan.machine_rank == 0 else f"the head node {head}"
+        join = (settings.training.rendezvous_timeout, plan.processes_per_machine, f"{waited} (this is node "
+                f"{plan.machine_rank} of {plan.num_machines})")  # fmt: skip
+    supervisor = Supervisor(command(child_args, plan), env, join)
     try:
         return supervisor.run()
     finally:

@@ -184,6 +184,9 @@ def training_arguments(training: TrainingSettings, checkpoint_dir: Path) -> Trai
         report_to="none",
         use_cpu=use_cpu(),  # on CPU the processes of a multi-process run join one gloo group
         accelerator_config={"use_configured_state": True},  # the PartialState train() set up
+        # A classifier's loss is a mean over its examples; "tokens across devices" would multiply
+        # it by the process count, in evaluation (eval_loss) and in the gradients alike.
+        average_tokens_across_devices=False,
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
     )
@@ -263,6 +266,7 @@ def train(
     environ = os.environ if environ is None else environ
     training = settings.training
     state = PartialState(cpu=use_cpu())
+    launch.mark_joined(os.environ)  # every process of every node has joined once the state is set up
     if state.device.type == "cpu":
         # accelerate names each CPU process's device "cpu:0"; torch.load cannot map the
         # optimizer state saved under that name back, so resuming a multi-process CPU run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -147,6 +148,15 @@ def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
     assert result.stderr.count("Saved ") == 1, "one process publishes and logs it"
     predictions = Classifier(tmp_path / "latest").predict(["great wonderful superb film", "awful boring dull mess"])
     assert [prediction.label for prediction in predictions] == ["pos", "neg"]
+    # eval_loss is the mean cross-entropy over the split, as one process computes it for the same model
+    examples = [json.loads(line) for line in smoke.files(smoke.assets_dir(tmp_path))["eval"].read_text().splitlines()]
+    answers = Classifier(tmp_path / "latest", precision="fp32").predict([example["text"] for example in examples])
+    labels = json.loads((tmp_path / "latest" / "config.json").read_text())["id2label"]
+    cross_entropy = -sum(
+        math.log(answer.probabilities[labels[str(example["label"])]])
+        for example, answer in zip(examples, answers, strict=True)
+    ) / len(examples)
+    assert metrics["eval_loss"] == pytest.approx(cross_entropy, rel=0.02), "the ranks' losses are averaged, not summed"
 
 
 def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
@@ -164,6 +174,19 @@ def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
     assert metrics["world_size"] == 2
     assert metrics["num_machines"] == 2
     assert printed_metrics(head_out)["run_id"] == metrics["run_id"]
+
+
+def test_a_node_whose_peers_never_come_gives_up_in_one_line(tmp_path: Path) -> None:
+    alone = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
+             "TRAINING__DISTRIBUTED_PORT": str(free_port()), "TRAINING__RENDEZVOUS_TIMEOUT": "5"}  # fmt: skip
+    started_at = time.monotonic()
+    result = train_local(tmp_path, timeout=90, **alone)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert time.monotonic() - started_at < 60
+    line = only_error_line(result.stderr)
+    assert "did not join within 5 s (training.rendezvous_timeout)" in line
+    assert "node 0 of 2" in line
+    assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 20), "nothing left waiting"
 
 
 def test_two_processes_resume_after_a_kill(tmp_path: Path) -> None:

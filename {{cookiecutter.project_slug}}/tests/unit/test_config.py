@@ -219,7 +219,10 @@ HOSTILE_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
         "nested too deeply",
     ),
     "number-key": (lambda path: path.write_text("project:\n  name: x\n1: y\n"), r"key 1 \(line 3\): keys are names"),
-    "list-key": (lambda path: path.write_text("project:\n  ? [a, b]\n  : x\n"), r"key \[\.\.\.\] \(line 2\): keys are names"),
+    "list-key": (
+        lambda path: path.write_text("project:\n  ? [a, b]\n  : x\n"),
+        r"key \[\.\.\.\] \(line 2\): keys are names",
+    ),
     "5000-digits": (lambda path: path.write_text("training:\n  seed: " + "9" * 5000 + "\n"), "a value cannot be read"),
     "too-big": (lambda path: path.write_text("# " + "x" * 1_100_000 + "\n"), "this is not a settings file"),
     "a-fifo": (lambda path: os.mkfifo(path), "not a regular file"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,13 @@ def test_skypilot_variables_make_a_multi_node_launch() -> None:
 
 @pytest.mark.parametrize(
     "broken",
-    [{"SKYPILOT_NODE_RANK": "2"}, {"SKYPILOT_NODE_IPS": "10.0.0.5"}, {"SKYPILOT_NUM_NODES": "two"}],
+    [
+        {"SKYPILOT_NODE_RANK": "2"},
+        {"SKYPILOT_NODE_IPS": "10.0.0.5"},
+        {"SKYPILOT_NUM_NODES": "two"},
+        {"SKYPILOT_NODE_IPS": "--evil\n10.0.0.6"},
+        {"SKYPILOT_NODE_IPS": "10.0.0.5\nnot_a_host!"},
+    ],
 )
 def test_inconsistent_skypilot_variables_are_a_user_error(broken: dict[str, str]) -> None:
     with pytest.raises(cli.UserError, match="SKYPILOT_"):
@@ -140,3 +147,13 @@ def test_a_training_process_ends_when_its_launcher_is_gone() -> None:
     finally:
         launcher.kill()
         rank.kill()
+
+
+def test_the_head_nodes_port_must_be_free() -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        plan = Layout(1, num_machines=2, machine_rank=0, main_port=taken.getsockname()[1])
+        with pytest.raises(cli.UserError, match=r"training\.distributed_port\) is in use"):
+            launch.check_head_port(plan)
+        launch.check_head_port(Layout(1, num_machines=2, machine_rank=1, main_port=plan.main_port))  # not the head
