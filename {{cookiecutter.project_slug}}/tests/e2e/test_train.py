@@ -18,7 +18,7 @@ from src.config import load_settings
 from src.deployment.classifier import Classifier
 from src.evaluation import report
 from src.models import smoke
-from tests.helpers.models import smoke_file_settings, truncate
+from tests.helpers.models import smoke_file_settings, truncate, with_smoke_assets
 from tests.helpers.processes import (
     clean_env,
     free_port,
@@ -32,12 +32,18 @@ from tests.helpers.processes import (
 LONG_RUN = {"TRAINING__MAX_STEPS": "600", "TRAINING__SAVE_STEPS": "10", "TRAINING__SAVE_TOTAL_LIMIT": "3"}
 
 
-def train_local(output_dir: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+def train_local(
+    output_dir: Path, *args: str, timeout: float = 300, fresh: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`train-local --smoke` into output_dir; `fresh`: it builds the smoke assets itself, as on a first run."""
+    if not fresh:
+        with_smoke_assets(output_dir)
     return run_module("src.models.launch", "--smoke", *args,
                       env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env), timeout=timeout)  # fmt: skip
 
 
 def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    with_smoke_assets(output_dir)
     env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env)
     return start_module("src.models.launch", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -76,7 +82,7 @@ def step(checkpoint: Path) -> int:
 
 
 def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
-    trained = train_local(tmp_path)
+    trained = train_local(tmp_path, fresh=True)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "defaults were used" not in trained.stderr, "every accelerate flag is explicit"
     [metrics] = published(tmp_path)
@@ -177,7 +183,7 @@ def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
 
 
 def test_a_node_whose_peers_never_come_gives_up_in_one_line(tmp_path: Path) -> None:
-    alone = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
+    alone: dict[str, Any] = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
              "TRAINING__DISTRIBUTED_PORT": str(free_port()), "TRAINING__RENDEZVOUS_TIMEOUT": "5"}  # fmt: skip
     started_at = time.monotonic()
     result = train_local(tmp_path, timeout=90, **alone)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,25 @@ def smoke_settings(assets: dict[str, Path], output_dir: Path, environ: dict[str,
     overrides["training"] = {"output_dir": str(output_dir), **training}
     return load_settings(DEFAULT_SETTINGS_FILE, environ=environ or {}, overlays=[SMOKE_SETTINGS_FILE],
                          overrides=overrides)  # fmt: skip
+
+
+@functools.cache
+def _launcher_assets() -> Path:
+    """What `train-local --smoke` builds before it trains (with its seed), built once per test run."""
+    target = Path(tempfile.mkdtemp(prefix="smoke-assets-")) / "assets"
+    atexit.register(shutil.rmtree, target.parent, True)
+    smoke.build(target, seed=smoke_file_settings().training.seed)
+    return target
+
+
+def with_smoke_assets(output_dir: Path) -> Path:
+    """A runs folder that already holds the smoke assets the launcher would build (it keeps a complete set).
+
+    Each launch then skips seconds of importing torch to build them; one test builds them itself.
+    """
+    if not smoke.assets_dir(output_dir).exists():
+        shutil.copytree(_launcher_assets(), smoke.assets_dir(output_dir))
+    return output_dir
 
 
 def smoke_file_settings() -> Settings:
