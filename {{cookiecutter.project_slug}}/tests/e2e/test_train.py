@@ -183,8 +183,10 @@ def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
 
 
 def test_a_node_whose_peers_never_come_gives_up_in_one_line(tmp_path: Path) -> None:
-    alone: dict[str, Any] = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
-             "TRAINING__DISTRIBUTED_PORT": str(free_port()), "TRAINING__RENDEZVOUS_TIMEOUT": "5"}  # fmt: skip
+    alone: dict[str, Any] = {
+        "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
+        "TRAINING__DISTRIBUTED_PORT": str(free_port()), "TRAINING__RENDEZVOUS_TIMEOUT": "5",
+    }  # fmt: skip
     started_at = time.monotonic()
     result = train_local(tmp_path, timeout=90, **alone)
     assert result.returncode == 2, result.stderr[-3000:]
