@@ -78,16 +78,20 @@ def _check_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _check_tokenizer(model_dir: Path) -> int | None:
-    """The tokenizer's own length limit, when it states one."""
+def _check_tokenizer(model_dir: Path, embeddings: object) -> int | None:
+    """The tokenizer's own length limit, when it states one; its tokens must fit the embeddings."""
     fast = model_dir / "tokenizer.json"
     if fast.is_file():
         from tokenizers import Tokenizer  # Rust, light: no torch
 
         try:
-            Tokenizer.from_file(str(fast))
+            tokens = Tokenizer.from_file(str(fast)).get_vocab_size(with_added_tokens=True)
         except Exception as error:  # tokenizers raises bare Exceptions for malformed files
             raise _fail(fast, f"the tokenizer does not load ({str(error)[:200]})") from None
+        if isinstance(embeddings, int) and tokens > embeddings:
+            raise _fail(
+                fast, f"{tokens} tokens, but config.json's vocab_size is {embeddings}: tokenizer and model do not match"
+            )
     elif not any((model_dir / name).is_file() for name in SLOW_TOKENIZER_FILES):
         raise _fail(model_dir, "no tokenizer files (tokenizer.json, or vocab.txt and friends)")
     config_path = model_dir / "tokenizer_config.json"
@@ -164,7 +168,7 @@ def inspect_model_folder(model_dir: Path) -> ModelFolder:
     if not model_dir.is_dir():
         raise _fail(model_dir, "not a folder")
     config = _check_config(model_dir)
-    tokenizer_limit = _check_tokenizer(model_dir)
+    tokenizer_limit = _check_tokenizer(model_dir, config.get("vocab_size"))
     _check_weights(model_dir)
     labels = [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
     info: dict[str, Any] = {}

@@ -90,6 +90,7 @@ MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
     "config-not-json": lambda model: (model / "config.json").write_text("{ this is not json", encoding="utf-8"),
     "config-not-a-classifier": lambda model: _set_config(model, architectures=["DistilBertModel"]),
     "bad-tokenizer": lambda model: (model / "tokenizer.json").write_text('{"version": "1.0", "model": 42}'),
+    "tokenizer-of-another-model": lambda model: _set_config(model, vocab_size=32),
     "a-file": _replace_with_a_file,
 }
 
