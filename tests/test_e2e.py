@@ -28,7 +28,8 @@ def project_for(cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.T
     if cloud not in synced:
         project = bake(tmp_path_factory.mktemp(cloud), lock=True, default_cloud=cloud, project_name=f"E2E {cloud}")
         assert (project.path / "uv.lock").is_file(), "the post-gen hook locks the dependencies"
-        result = project.run("uv", "sync", "--locked", "--all-groups")
+        compile_bytecode = ["--compile-bytecode"] if cloud == "gcp" else []  # the README's set-up, where tests run
+        result = project.run("uv", "sync", "--locked", "--all-groups", *compile_bytecode)
         assert result.returncode == 0, result.stderr[-3000:]
         synced[cloud] = project
     return synced[cloud]
@@ -58,6 +59,7 @@ def test_lint_and_test_pass_in_a_fresh_project(
     assert counts.get("passed", 0) + counts.get("skipped", 0) >= 240, f"the whole suite runs: {counts}"
     skipped = [line for line in test.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all("needs a CUDA GPU" in line for line in skipped), f"with --all-groups only GPU tests skip: {skipped}"
+    assert list(project.path.glob("src/__pycache__/*.pyc")), "the tasks keep the bytecode cache, whatever the shell says"
 
 
 def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
