@@ -78,17 +78,23 @@ def sections() -> list[str]:
         out.append(text)
     if pants := load("pants_timings"):
         before = pants.get("previous", {}).get("seconds", {})
-        rows = [[run, value, before.get(run, "")] for run, value in pants["seconds"].items()]
+        rows = [
+            [run, value, before.get(run, before.get(run.removesuffix(" (first)"), ""))]
+            for run, value in pants["seconds"].items()
+        ]
         total = len(pants["test_files"])
         reran = "; ".join(
             f"`{module}`: {', '.join(files) or 'none'}" for module, files in pants["rerun_after_editing"].items()
         )
+        earlier = " The Pants rows and the template's suite are kept from the previous full run (`--skip-pants`)."
         load_average = pants.get("load_average_before")
         measured = f" 1/5/15-minute load average {load_average} at the start, {pants['load_average_after']} at the end."
         out.append(
             f"**Inner loop** in a generated project (`benchmarks/pants_timings.py`, {pants['machine']}), seconds"
             f", beside the numbers before the test tiers (`before`).{measured if load_average else ''} "
-            f"Test files (of {total}) that re-ran after appending a comment to a module: {reran or 'not measured'}.\n\n"
+            f"Test files (of {total}) that re-ran after appending a comment to a module: {reran or 'not measured'}."
+            + (earlier if pants.get("pants_numbers_from_an_earlier_run") else "")
+            + "\n\n"
             + markdown_table(["run", "seconds", "before"], rows)
         )
     return out

@@ -37,8 +37,25 @@ class Terminated(BaseException):
     """SIGTERM arrived (a scheduler, `kill`, the cloud stopping the node)."""
 
 
+# The signal that ended the command, noted before its exception is raised: an exception raised
+# while a `__del__` runs is printed and dropped by Python, so the note is what still counts.
+_received: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise Terminated
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def raise_if_signalled() -> None:
+    """Raise again for a Ctrl-C or SIGTERM whose exception was swallowed (call before publishing)."""
+    if _received:
+        raise Terminated if _received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def describe_os_error(error: OSError) -> str:
@@ -60,9 +77,15 @@ def _report(code: int, message: str) -> None:
 
 def exit_code(main: Callable[[], int | None]) -> int:
     """Run `main` and map how it ended to an exit code (reporting the one error line)."""
+    _received.clear()
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C stays ignored
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        return main() or 0
+        code = main() or 0
+        if code == 0:  # a command that reports its own interruption keeps its code
+            raise_if_signalled()
+        return code
     except UserError as error:
         _report(EXIT_USER_ERROR, str(error))
         return EXIT_USER_ERROR
@@ -79,6 +102,8 @@ def exit_code(main: Callable[[], int | None]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _report(EXIT_TERMINATED, "")
         return EXIT_TERMINATED
+    finally:
+        _received.clear()  # the next in-process command (tests) starts unsignalled
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:

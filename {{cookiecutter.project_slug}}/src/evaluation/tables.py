@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from src.cli import UserError
+from src.cli import UserError, raise_if_signalled
 
 STDIN = "-"
 # Suffix -> kind. Plain text is one text per line; stdin is read as plain text.
@@ -189,6 +189,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
     try:
         yield temporary
+        raise_if_signalled()  # an interrupted command publishes nothing
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
