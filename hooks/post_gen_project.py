@@ -98,7 +98,8 @@ def main() -> int:
     project = Path.cwd().name
     print("\n".join(f"  - {note}" for note in notes))
     print(
-        f"\nNext:\n  cd {project}\n  uv sync --compile-bytecode\n  uv run train-local --smoke   # offline check, under a minute\n"
+        f"\nNext:\n  cd {project}\n  uv sync --compile-bytecode\n"
+        "  uv run train-local --smoke   # offline check, under a minute\n"
         "  uv run serve                 # REST API on the newest model\n  uv run test\n"
     )
     return 0

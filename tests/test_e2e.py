@@ -59,7 +59,8 @@ def test_lint_and_test_pass_in_a_fresh_project(
     assert counts.get("passed", 0) + counts.get("skipped", 0) >= 240, f"the whole suite runs: {counts}"
     skipped = [line for line in test.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all("needs a CUDA GPU" in line for line in skipped), f"with --all-groups only GPU tests skip: {skipped}"
-    assert list(project.path.glob("src/__pycache__/*.pyc")), "the tasks keep the bytecode cache, whatever the shell says"
+    pyc = list(project.path.glob("src/__pycache__/*.pyc"))
+    assert pyc, "the tasks keep the bytecode cache, whatever the shell says"
 
 
 def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
