@@ -1,7 +1,8 @@
 """The run folder format, shared by training, evaluation and serving.
 
     <output_dir>/
-      <run_id>/            a finished run: model, tokenizer, metrics.json, run.json, settings.yaml
+      <run_id>/            a finished run: model, tokenizer, metrics.json, run.json, settings.yaml,
+                           trainer_state.json (its log history), report.md and its pictures
       latest               -> the newest finished run (a relative symlink, or a text file naming it)
       .checkpoints/<run_id>/   an unfinished run: Trainer checkpoints and run.json
       .tmp-*               staging folders, renamed into place when complete
@@ -27,13 +28,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from src.cli import UserError
+import yaml
+
+from src.errors import UserError, raise_if_signalled
 
 LATEST = "latest"
 TEMP_PREFIX = ".tmp-"
 CHECKPOINTS = ".checkpoints"
 RUN_INFO = "run.json"
 METRICS = "metrics.json"
+RUN_SETTINGS = "settings.yaml"  # the settings the run was trained with
+TRAINER_STATE = "trainer_state.json"  # the Trainer's log history (written last into a checkpoint, too)
 TIME_FORMAT = "%Y%m%d-%H%M%S"
 
 
@@ -90,6 +95,21 @@ def unfinished_runs(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda path: (read_info(path).get("started_at", ""), path.stat().st_mtime))
 
 
+def resume_target(output_dir: Path, requested: str) -> str:
+    """The unfinished run `--resume` continues: the newest for "", else the one named (checked)."""
+    unfinished = unfinished_runs(output_dir)
+    if requested == "":
+        if not unfinished:
+            raise UserError(f"--resume: no unfinished run under {output_dir / CHECKPOINTS}: start a new run")
+        return unfinished[-1].name
+    if not checkpoint_dir(output_dir, check_run_id(requested, "--resume")).is_dir():
+        names = ", ".join(path.name for path in unfinished[-5:]) or "none"
+        raise UserError(
+            f"--resume {requested}: no unfinished run of that name under {output_dir} (unfinished: {names})"
+        )
+    return requested
+
+
 def finished_runs(output_dir: Path) -> list[Path]:
     """Published runs (folders with a model and metrics), newest first."""
     if not output_dir.is_dir():
@@ -103,18 +123,31 @@ def finished_runs(output_dir: Path) -> list[Path]:
 
 
 def read_info(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / RUN_INFO)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed onto it when the block succeeds, removed otherwise.
+
+    A reader never sees half a file, and a command stopped by Ctrl-C or SIGTERM publishes nothing.
+    """
+    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
     try:
-        info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+        yield temporary
+        raise_if_signalled()
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -209,5 +242,33 @@ def find_run(output_dir: Path, name: str | None) -> Path:
     return resolve_model_dir(candidate)
 
 
-def started_at(started: datetime) -> str:
-    return started.isoformat(timespec="seconds")
+def timestamp(moment: datetime) -> str:
+    """How run.json records a moment (started_at, finished_at)."""
+    return moment.isoformat(timespec="seconds")
+
+
+def stored_settings(run_dir: Path) -> dict[str, Any]:
+    """The settings a run was trained with ({} for a model folder that is not a run)."""
+    path = run_dir / RUN_SETTINGS
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"{path}: unreadable ({error})"[:300]) from None
+    return stored if isinstance(stored, dict) else {}
+
+
+def section(stored: dict[str, Any], name: str) -> dict[str, Any]:
+    """One section of stored settings ({} when it is missing or not a mapping)."""
+    value = stored.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} when it is missing or damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -26,7 +26,7 @@ from types import FrameType
 
 from taskipy.cli import run
 
-from src.cli import EXIT_INTERRUPTED
+from src.errors import EXIT_INTERRUPTED
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

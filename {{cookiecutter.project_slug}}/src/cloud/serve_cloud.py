@@ -23,37 +23,16 @@ from pathlib import Path
 
 import yaml
 
-from src import cli
-from src.cloud.launch import CloudError, forwarded_env, hand_over_to_sky, validate_task
+from src import errors, flags
+from src.cloud.train_cloud import CloudError, forwarded_env, hand_over_to_sky, validate_task
 from src.config import Settings, load_settings
-from src.deployment.model_folder import API_KEY_ENV, inspect_model_folder, model_to_serve
+from src.deployment.schemas import API_KEY_ENV
+from src.model_folder import inspect_model_folder, model_to_serve
 from src.runs import LATEST
 
 BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
 UPLOADED_MODEL = "/model"
 MODEL_DIR_ENV = "SERVING__MODEL_DIR"
-
-
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="serve-cloud", description="Serve the model on the cloud with SkyServe.")
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the command only")
-    parser.add_argument("--infra", help="cloud[/region], e.g. aws or gcp/us-central1 (default: cloud.infra)")
-    parser.add_argument("--gpus", help="a GPU per replica, e.g. T4:1 (default: CPU replicas)")
-    parser.add_argument("--spot", action="store_true", default=None, help="spot replicas (cloud.service_use_spot)")
-    parser.add_argument("--service", help="service name (default: cloud.service_name)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--run", help="a finished run id on the training bucket (default: the newest)")
-    source.add_argument("--model-dir", type=Path, help="a model folder on this machine, uploaded to the replicas")
-    return parser.parse_known_args(argv)
-
-
-def flags(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
-    return {
-        "cloud.infra": ("--infra", args.infra),
-        "cloud.gpus": ("--gpus", args.gpus),
-        "cloud.service_use_spot": ("--spot", args.spot),
-        "cloud.service_name": ("--service", args.service),
-    }
 
 
 def model_source(args: argparse.Namespace) -> tuple[str, Path | None]:
@@ -100,8 +79,8 @@ def build_command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, passthrough = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load_settings(flags=flags(args))
+    args, passthrough = flags.SERVE_CLOUD.parse_known(sys.argv[1:] if argv is None else argv)
+    settings = load_settings(flags=flags.SERVE_CLOUD.settings_flags(args))
     service_file = settings.cloud.service_file
     validate_task(service_file, setting="cloud.service_file")
     model_dir, upload = model_source(args)
@@ -123,4 +102,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

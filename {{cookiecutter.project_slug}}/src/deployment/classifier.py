@@ -3,9 +3,7 @@
 Inputs are truncated where the run was trained (run.json's max_length), so serving feeds
 the model what it saw in training and never pays for more. Texts are tokenized once,
 sorted by token count and run in micro-batches padded only to their own longest text.
-The precision follows the device: bf16 (or fp16) on CUDA, fp16 on MPS, and on CPU the
-measured default, CPU_PRECISION (benchmarks/serving_throughput.py measures fp32 against
-int8 dynamic quantization for speed and accuracy).
+The precision follows the device (src/devices.py: int8 on CPU, half precision on GPUs).
 """
 
 from __future__ import annotations
@@ -18,31 +16,13 @@ from typing import Any, cast
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from src.cli import UserError
-from src.deployment.model_folder import trained_max_length
 from src.deployment.schemas import Prediction
+from src.devices import serving_precision
+from src.model_folder import trained_max_length
 from src.runs import read_info
 
 MICRO_BATCH = 16
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-# int8 (dynamic quantization of the Linear layers), measured by the template's serving
-# benchmark on 2 shared CPU cores: 1.75x-3.8x the fp32 in-process throughput of a real-size
-# DistilBERT, and on the smoke eval split accuracy 0.760 -> 0.765, labels agreeing on 99.5%.
-CPU_PRECISION = "int8"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
-
-
-def choose_precision(requested: str, device: torch.device) -> str:
-    """`auto` resolved for the device; an explicit choice the device cannot run is a UserError."""
-    if requested not in PRECISIONS:
-        raise UserError(f"serving.precision: {requested!r} is not one of {', '.join(PRECISIONS)}")
-    if requested == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp16" if device.type == "mps" else CPU_PRECISION
-    if requested == "int8" and device.type != "cpu":
-        raise UserError(f"serving.precision: int8 runs on CPU only, not on {device.type}: use auto, fp16 or bf16")
-    return requested
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -63,7 +43,7 @@ class Classifier:
 
     def __init__(self, model_dir: Path, device: str | torch.device = "cpu", precision: str = "auto") -> None:
         self.device = torch.device(device)
-        self.precision = choose_precision(precision, self.device)
+        self.precision = serving_precision(precision, self.device.type)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=DTYPES[self.precision])
         model = model.to(self.device).eval()

@@ -1,8 +1,32 @@
-"""Response schema shared by the server and the in-process classifier (no heavy imports)."""
+"""The HTTP API's contract: what a client sends, what it gets back (no heavy imports).
+
+The server (serve.py) validates requests with PredictRequest; the server and the in-process
+classifier both answer with Prediction. With API_KEY_ENV set, every route needs that key in
+the API_KEY_HEADER header (see http_guard.py).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+API_KEY_ENV = "LIT_SERVER_API_KEY"  # LitServe's name; serve and serve-cloud read it
+API_KEY_HEADER = "X-API-Key"
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, description="the text to classify")
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is blank: send some words to classify")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text is not valid Unicode (a lone surrogate such as \\ud800)") from None
+        return text
 
 
 class Prediction(BaseModel):

@@ -6,15 +6,14 @@ read from run.json, metrics.json and settings.yaml. Light: no torch, nothing to 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src import cli, runs
+from src import errors, flags, runs
 from src.config import load_settings
-from src.evaluation.run_files import read_json, section, stored_settings
+from src.runs import read_json, section, stored_settings
 
 LATEST_MARK = "*"
 COLUMNS = [
@@ -79,7 +78,7 @@ def rows(output_dir: Path) -> list[list[str]]:
 def stored_settings_or_empty(run_dir: Path) -> dict[str, Any]:
     try:
         return stored_settings(run_dir)
-    except cli.UserError:
+    except errors.UserError:
         return {}  # a damaged settings.yaml costs that run its settings columns, not the table
 
 
@@ -94,11 +93,8 @@ def render(table: Sequence[Sequence[str]], markdown: bool = False) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="compare", description="The finished training runs side by side.")
-    parser.add_argument("--runs-dir", type=Path, help="where the runs are (default: training.output_dir)")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    output_dir = load_settings(flags={"training.output_dir": ("--runs-dir", args.runs_dir)}).training.output_dir
+    args = flags.COMPARE.parse(sys.argv[1:] if argv is None else argv)
+    output_dir = load_settings(flags=flags.COMPARE.settings_flags(args)).training.output_dir
     table = rows(output_dir)
     if not table:
         print(f"No finished runs under {output_dir} yet: `uv run train-local --smoke` makes one in a minute.")
@@ -108,4 +104,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

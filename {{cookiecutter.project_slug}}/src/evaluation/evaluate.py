@@ -11,7 +11,6 @@ run's own report stays. Training calls `write_run_report` on every run it publis
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -23,16 +22,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from src import cli, runs
-from src.cli import UserError
+from src import errors, flags, runs
 from src.config import DataSettings, load_settings
-from src.deployment.model_folder import inspect_model_folder
+from src.errors import UserError
 from src.evaluation import metrics, report, tables
-from src.evaluation.run_files import RUN_SETTINGS, read_json, section, stored_settings
+from src.flags import FULL_PRECISION  # the model as trained: comparable with metrics.json, whatever serves
+from src.model_folder import inspect_model_folder
+from src.runs import RUN_SETTINGS, read_json, section, stored_settings
 
 EVALUATION = "evaluation.json"
-# The model as trained: comparable with metrics.json and across runs, whatever serving uses.
-FULL_PRECISION = "fp32"
 MISTAKES = "mistakes.csv"
 
 
@@ -58,10 +56,8 @@ def run_data_settings(run_dir: Path) -> DataSettings:
 
 def split_examples(data: DataSettings) -> Examples:
     """The evaluation split as training saw it: same file or Hub split, same subset."""
-    from datasets import ClassLabel  # heavy, and only needed here
-
-    from src.models.data import load_splits
-    from src.models.hub import offline_message
+    from src.data import label_names, load_splits  # heavy (datasets), and only needed here
+    from src.hub import offline_message
 
     # load_splits reads a train split too: point it at the evaluation one, and keep one row.
     if data.dataset is None:
@@ -76,19 +72,11 @@ def split_examples(data: DataSettings) -> Examples:
         if data.dataset is None:
             raise UserError(f"cannot read {data.eval_file}: {error}") from None
         raise UserError(offline_message([("dataset", data.dataset)])) from None
-    feature = split.features[data.label_column]
-    names = list(feature.names) if isinstance(feature, ClassLabel) else list(data.labels)
+    names = label_names(split, data)
     labels = [names[value] if isinstance(value, int) else str(value) for value in split[data.label_column]]
     if data.max_eval_samples is not None:
         where += f" (its first {data.max_eval_samples} shuffled examples, as in training)"
     return Examples(list(split[data.text_column]), labels, where)
-
-
-def model_labels(model_dir: Path) -> list[str]:
-    """The model's labels in index order, from its config.json (no model loading)."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = config.get("id2label") or {}
-    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def file_examples(path: Path, labels: Sequence[str], text_column: str, label_column: str) -> Examples:
@@ -148,7 +136,7 @@ def evaluate(
     evaluation = {
         "model_dir": str(published_as or model_dir),
         "data": examples.description,
-        "evaluated_at": runs.started_at(runs.now_utc()),
+        "evaluated_at": runs.timestamp(runs.now_utc()),
         "precision": classifier.precision,
         "device": str(classifier.device),
         **metrics.classification_report(truth, predicted, names),
@@ -168,7 +156,7 @@ def evaluate(
     pictures["Confusion matrix"] = report.CONFUSION
     title = f"Evaluation of {(published_as or model_dir).name}"
     text = report.markdown(title, evaluation, mistakes, pictures, training)
-    with tables.atomic_path(target / report.REPORT) as temporary:
+    with runs.atomic_path(target / report.REPORT) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return evaluation
 
@@ -202,33 +190,21 @@ def _target_for(run_dir: Path, data_file: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="evaluate", description="Evaluate a finished run and write its report.")
-    parser.add_argument("run", nargs="?", metavar="RUN", help="a run under training.output_dir (default: latest)")
-    parser.add_argument("--model-dir", type=Path, help="a run or saved model folder instead of RUN")
-    parser.add_argument("--data", type=Path, help="evaluate on this .jsonl/.json/.csv/.parquet file instead")
-    parser.add_argument("--text-column", help="column holding the text in --data (default: the run's data.text_column)")
-    parser.add_argument("--label-column", help="column holding the label in --data (default: the run's)")
-    parser.add_argument("--runs-dir", type=Path, help="where the runs are (default: training.output_dir)")
-    parser.add_argument(
-        "--precision",
-        default=FULL_PRECISION,
-        help=f"{FULL_PRECISION} (default: the model as trained), or as served: auto, bf16, fp16, int8",
-    )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = flags.EVALUATE.parse(sys.argv[1:] if argv is None else argv)
     if args.run and args.model_dir:
         raise UserError("give a RUN or --model-dir, not both")
     if args.model_dir:
         model_dir = runs.resolve_model_dir(args.model_dir)
     else:
-        output_dir = load_settings(flags={"training.output_dir": ("--runs-dir", args.runs_dir)}).training.output_dir
+        output_dir = load_settings(flags=flags.EVALUATE.settings_flags(args)).training.output_dir
         model_dir = runs.find_run(output_dir, args.run)
-    inspect_model_folder(model_dir)  # before anything is read or written: a damaged run keeps its report
+    folder = inspect_model_folder(model_dir)  # before anything is read or written: a damaged run keeps its report
     stored = stored_settings(model_dir)
     metric = str(section(stored, "training").get("best_model_metric", "f1"))
     if args.data is None:
         data = run_data_settings(model_dir)
         if data.dataset is not None and "HF_HUB_OFFLINE" not in os.environ:
-            from src.models.hub import hub_reachable
+            from src.hub import hub_reachable
 
             if not hub_reachable():
                 os.environ["HF_HUB_OFFLINE"] = "1"  # use the cached copy at once, not after a minute of retries
@@ -238,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         columns = section(stored, "data")
         examples = file_examples(
             args.data,
-            model_labels(model_dir),
+            folder.labels,
             args.text_column or columns.get("text_column", "text"),
             args.label_column or columns.get("label_column", "label"),
         )
@@ -250,4 +226,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

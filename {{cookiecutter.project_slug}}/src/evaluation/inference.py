@@ -13,23 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from src.deployment.classifier import MICRO_BATCH, Classifier
 from src.deployment.schemas import Prediction
+from src.devices import best_device
 
 # Texts per call: enough to keep the device busy, few enough for the progress bar to move.
 CHUNK = 16 * MICRO_BATCH
 ENCODE_CHUNK = 2048
-
-
-def best_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def load(model_dir: Path, precision: str = "auto", device: str | None = None) -> Classifier:

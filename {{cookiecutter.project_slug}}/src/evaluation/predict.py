@@ -13,18 +13,18 @@ the end, through a temporary file: an error or Ctrl-C leaves no half file.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src import cli, runs
-from src.cli import UserError
+from src import errors, flags, runs
 from src.config import load_settings
-from src.deployment.model_folder import inspect_model_folder
+from src.devices import best_device
+from src.errors import UserError
 from src.evaluation import tables
-from src.evaluation.run_files import section, stored_settings
+from src.model_folder import inspect_model_folder
+from src.runs import section, stored_settings
 
 PREDICTED = ("predicted_label", "predicted_score")  # and one probability_<label> per label
 
@@ -63,16 +63,8 @@ def output_path(input_name: str, kind: str, output: str | None, force: bool = Fa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predict", description="Classify the texts in a file.")
-    parser.add_argument("input", metavar="INPUT", help=f"{tables.SUPPORTED}; - for text on stdin")
-    parser.add_argument("-o", "--output", metavar="OUTPUT", help="where to write (default: beside INPUT; - stdout)")
-    parser.add_argument("--model-dir", type=Path, help="saved model folder (default: serving.model_dir)")
-    parser.add_argument("--text-column", help="column holding the text (default: the run's data.text_column)")
-    parser.add_argument("--precision", help="auto, fp32, bf16, fp16 or int8 (default: serving.precision)")
-    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    flags = {"serving.model_dir": ("--model-dir", args.model_dir), "serving.precision": ("--precision", args.precision)}
-    serving = load_settings(flags=flags).serving
+    args = flags.PREDICT.parse(sys.argv[1:] if argv is None else argv)
+    serving = load_settings(flags=flags.PREDICT.settings_flags(args)).serving
     model_dir = runs.resolve_model_dir(serving.model_dir)
     column = args.text_column or section(stored_settings(model_dir), "data").get("text_column") or "text"
     table = tables.read_table(args.input)
@@ -85,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src.evaluation import inference  # torch: only once the input is known to be good
 
-    device = inference.best_device()
+    device = best_device()
     classifier = inference.load(model_dir, serving.precision, device)  # as the server runs it
     print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} "
           f"({classifier.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
@@ -105,4 +97,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

@@ -16,9 +16,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from src.evaluation.tables import atomic_path
+from src.runs import TRAINER_STATE, atomic_path
 
-TRAINER_STATE = "trainer_state.json"
 CURVES = "training_curves.png"
 LEARNING_RATE = "learning_rate.png"
 CONFUSION = "confusion_matrix.png"

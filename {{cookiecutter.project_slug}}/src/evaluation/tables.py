@@ -7,19 +7,18 @@ error or Ctrl-C never leaves half a file. No torch here.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from src.cli import UserError, raise_if_signalled
+from src.errors import UserError
+from src.runs import atomic_path
 
 STDIN = "-"
 # Suffix -> kind. Plain text is one text per line; stdin is read as plain text.
@@ -181,18 +180,6 @@ def texts(table: Table, column: str, flag: str = "--text-column") -> list[str]:
             ) from None
         found.append(value)
     return found
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it when the block succeeds, removed otherwise."""
-    temporary = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield temporary
-        raise_if_signalled()  # an interrupted command publishes nothing
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_table(rows: Sequence[dict[str, Any]], path: Path | None, kind: str) -> None:

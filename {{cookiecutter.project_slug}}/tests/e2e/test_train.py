@@ -38,14 +38,16 @@ def train_local(
     """`train-local --smoke` into output_dir; `fresh`: it builds the smoke assets itself, as on a first run."""
     if not fresh:
         with_smoke_assets(output_dir)
-    return run_module("src.models.launch", "--smoke", *args,
+    return run_module("src.models.train_local", "--smoke", *args,
                       env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env), timeout=timeout)  # fmt: skip
 
 
 def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     with_smoke_assets(output_dir)
     env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env)
-    return start_module("src.models.launch", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_module(
+        "src.models.train_local", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def printed_metrics(stdout: str) -> dict[str, Any]:
@@ -217,7 +219,7 @@ def test_two_processes_resume_after_a_kill(tmp_path: Path) -> None:
 def test_unreachable_hub_fails_fast_and_points_to_smoke(tmp_path: Path) -> None:
     # An endpoint on a closed local port: the same failure as no internet, but instant.
     env = clean_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub-cache"))
-    result = run_module("src.models.launch", env=env, timeout=20)  # a hang guard: Hub retries take a minute
+    result = run_module("src.models.train_local", env=env, timeout=20)  # a hang guard: Hub retries take a minute
     assert result.returncode == 2
     assert "accelerate" not in result.stderr, "it stopped before launching the training"
     assert "--smoke" in result.stderr

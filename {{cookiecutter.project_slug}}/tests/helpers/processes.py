@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from src import cli
+from src import errors
 from src.config import PROJECT_ROOT
 
 # What a test must not inherit from the shell it runs in: settings overrides (any NAME__FIELD),
@@ -88,7 +88,7 @@ def call(main: Callable[[Sequence[str]], int | None], *argv: str) -> int:
 
     The error path takes SIGTERM, and SIGINT once interrupted; tests/conftest.py puts them back.
     """
-    return cli.exit_code(lambda: main(list(argv)))
+    return errors.exit_code(lambda: main(list(argv)))
 
 
 def only_error_line(stderr: str) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.cli import UserError
-from src.deployment.classifier import CPU_PRECISION, Classifier, choose_precision
+from src.deployment.classifier import Classifier
+from src.devices import CPU_SERVING_PRECISION, serving_precision
+from src.errors import UserError
 
 # Dynamic int8 quantization rounds weights and activations: answers move a little, labels
 # flip only for texts near the decision boundary.
@@ -23,10 +24,10 @@ def eval_texts(smoke_assets: dict[str, Path]) -> list[str]:
 
 
 def test_cpu_gets_the_measured_default(trained_model: Path) -> None:
-    assert choose_precision("auto", torch.device("cpu")) == CPU_PRECISION
+    assert serving_precision("auto", "cpu") == CPU_SERVING_PRECISION
     classifier = Classifier(trained_model)
-    assert classifier.precision == CPU_PRECISION
-    if CPU_PRECISION == "int8":
+    assert classifier.precision == CPU_SERVING_PRECISION
+    if CPU_SERVING_PRECISION == "int8":
         quantized = torch.ao.nn.quantized.dynamic.Linear
         assert any(isinstance(module, quantized) for module in classifier.model.modules())
         assert not any(isinstance(module, torch.nn.Linear) for module in classifier.model.modules()), "all quantized"
@@ -35,9 +36,9 @@ def test_cpu_gets_the_measured_default(trained_model: Path) -> None:
 def test_explicit_precision_wins_and_impossible_ones_are_refused(trained_model: Path) -> None:
     assert Classifier(trained_model, precision="fp32").model.dtype == torch.float32
     with pytest.raises(UserError, match="int8 runs on CPU only"):
-        choose_precision("int8", torch.device("cuda"))
+        serving_precision("int8", "cuda")
     with pytest.raises(UserError, match=r"serving\.precision"):
-        choose_precision("int4", torch.device("cpu"))
+        serving_precision("int4", "cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

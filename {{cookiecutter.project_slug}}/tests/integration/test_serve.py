@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from src.config import load_settings
 from src.deployment import serve
 from src.deployment.classifier import Classifier
-from src.deployment.model_folder import inspect_model_folder
+from src.deployment.schemas import PredictRequest
+from src.model_folder import inspect_model_folder
 from src.models.train_model import train
 from tests.helpers.models import MODEL_DAMAGES, damaged_model, smoke_settings
 from tests.helpers.processes import call, free_port, only_error_line
@@ -301,7 +302,7 @@ def test_served_model_truncates_at_the_trained_length(short_model: Path, capsys:
     worker = serve.ClassifierAPI(inspect_model_folder(short_model), load_settings(environ={}).serving, threads=1)
     worker.setup("cpu")  # what each inference worker of the server does
     assert "truncating at 32 tokens" in capsys.readouterr().out
-    predictions = [worker.predict(worker.decode_request(serve.PredictRequest(text=text))) for text in long_texts]
+    predictions = [worker.predict(worker.decode_request(PredictRequest(text=text))) for text in long_texts]
     answers = [worker.encode_response(prediction) for prediction in predictions if not isinstance(prediction, list)]
     assert len(answers) == 2, "one answer per request (no batching here)"
     # Everything after the 32nd token is ignored: texts that differ only there get the same answer.

@@ -13,9 +13,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import EvalPrediction
 
 from src import runs
+from src.data import DataError
 from src.deployment.classifier import Classifier
-from src.models.data import DataError
-from src.models.train_model import DAMAGED_PREFIX, compute_metrics, last_checkpoint, train
+from src.models.checkpoints import DAMAGED_PREFIX, last_checkpoint
+from src.models.train_model import compute_metrics, train
 from tests.helpers.models import CHECKPOINT_DAMAGES, smoke_file_settings, smoke_settings
 
 INTERRUPTED: dict[str, Any] = {"run_name": "damaged", "max_steps": 14, "save_steps": 5, "save_total_limit": 3}

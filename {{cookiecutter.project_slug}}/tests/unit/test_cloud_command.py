@@ -6,14 +6,15 @@ import shlex
 
 import pytest
 
-from src.cloud.launch import build_command, flags, forwarded_env, parse_args
+from src.cloud.train_cloud import build_command, forwarded_env
 from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.flags import TRAIN_CLOUD
 
 
 def command_for(*argv: str, environ: dict[str, str] | None = None) -> list[str]:
     environ = environ or {}
-    args, passthrough = parse_args(list(argv))
-    return build_command(load_settings(environ=environ, flags=flags(args)), passthrough, environ)
+    args, passthrough = TRAIN_CLOUD.parse_known(list(argv))
+    return build_command(load_settings(environ=environ, flags=TRAIN_CLOUD.settings_flags(args)), passthrough, environ)
 
 
 def value_after(command: list[str], flag: str) -> str:
@@ -98,6 +99,6 @@ def test_bad_flags_fail_like_bad_settings(argv: list[str], field: str) -> None:
 
 
 def test_parse_args_keeps_unknown_flags() -> None:
-    args, rest = parse_args(["--dry-run", "--env", "A=1"])
+    args, rest = TRAIN_CLOUD.parse_known(["--dry-run", "--env", "A=1"])
     assert args.dry_run
     assert rest == ["--env", "A=1"]

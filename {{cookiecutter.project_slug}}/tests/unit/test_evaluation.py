@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from src.cli import UserError
 from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.errors import UserError
 from src.evaluation import metrics, predict, tables
 
 

@@ -8,18 +8,18 @@ import pytest
 from tests.helpers.processes import imported_modules
 
 TRAINING_STACK = ("torch", "transformers", "datasets")
-TRAINING_CODE = ("transformers.trainer", "datasets", "src.models.train_model", "src.models.data", "src.models.smoke")
+TRAINING_CODE = ("transformers.trainer", "datasets", "src.models.train_model", "src.data", "src.models.smoke")
 PLOTTING = ("matplotlib", "src.evaluation.report")
 
 # (modules imported together in a fresh interpreter, module prefixes that must not appear)
 LIGHT = {
-    "settings-and-launcher": (("src.config", "src.runs", "src.models.launch"), TRAINING_STACK),
+    "settings-and-launcher": (("src.config", "src.runs", "src.models.train_local"), TRAINING_STACK),
     "compare": (("src.evaluation.compare",), ("torch", "matplotlib", "transformers")),
     "predict-before-the-model": (("src.evaluation.predict",), ("torch", "matplotlib", "transformers")),
     "serve-parent": (("src.deployment.serve",), ("torch", "transformers", *PLOTTING)),
     "serving-worker": (("src.deployment.serve", "src.deployment.classifier"), (*TRAINING_CODE, *PLOTTING)),
-    "error-path": (("src.cli",), ("torch", "transformers", "pydantic")),
-    "cloud-commands": (("src.cloud.launch", "src.cloud.serve_cloud"), (*TRAINING_STACK, "sky")),
+    "error-path": (("src.errors",), ("torch", "transformers", "pydantic")),
+    "cloud-commands": (("src.cloud.train_cloud", "src.cloud.serve_cloud"), (*TRAINING_STACK, "sky")),
 }
 
 

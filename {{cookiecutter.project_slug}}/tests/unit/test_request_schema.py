@@ -11,8 +11,9 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from src.deployment.model_folder import BadModelFolderError, inspect_model_folder
-from src.deployment.serve import PredictRequest, validation_error
+from src.deployment.http_guard import validation_error
+from src.deployment.schemas import PredictRequest
+from src.model_folder import BadModelFolderError, inspect_model_folder
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 # OS errors the user fixes by freeing space or choosing another place: no traceback.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
-# Set by a supervising launcher (src/models/launch.py): its child processes report how they
+# Set by a supervising launcher (src/models/train_local.py): its child processes report how they
 # ended in a file there instead of printing, and the launcher prints one line for them all.
 STATUS_DIR_ENV = "TRAIN_STATUS_DIR"
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from src import cli
+from src import errors
 from src.config import PROJECT_ROOT, SettingsError, load_settings
-from src.models import launch
-from src.models.launch import Layout, command, layout, parse_args
+from src.flags import TRAIN_LOCAL
+from src.models import supervisor, train_local
+from src.models.train_local import Layout, command, layout
 from tests.helpers.processes import call, clean_env, only_error_line
 
 SKYPILOT_TWO_NODES = {
@@ -48,8 +49,7 @@ def test_num_processes_setting_or_flag_overrides_the_hardware() -> None:
 
 def test_skypilot_variables_make_a_multi_node_launch() -> None:
     plan = layout(load_settings(environ={}), SKYPILOT_TWO_NODES, visible_gpus=8)
-    assert plan == Layout(8, num_machines=2, machine_rank=1, main_address="10.0.0.5", main_port=29500,
-                          gpus_per_machine=8)  # fmt: skip
+    assert plan == Layout(8, num_machines=2, machine_rank=1, main_address="10.0.0.5", main_port=29500)
     argv = command(["--smoke"], plan)
     assert argv[argv.index("--num_processes") + 1] == "16", "accelerate counts the processes of all machines"
     assert argv[argv.index("--num_machines") + 1] == "2"
@@ -70,7 +70,7 @@ def test_skypilot_variables_make_a_multi_node_launch() -> None:
     ],
 )
 def test_inconsistent_skypilot_variables_are_a_user_error(broken: dict[str, str]) -> None:
-    with pytest.raises(cli.UserError, match="SKYPILOT_"):
+    with pytest.raises(errors.UserError, match="SKYPILOT_"):
         layout(load_settings(environ={}), {**SKYPILOT_TWO_NODES, **broken}, visible_gpus=8)
 
 
@@ -82,9 +82,9 @@ def test_every_accelerate_flag_is_explicit() -> None:
 
 
 def test_resume_flag_forms() -> None:
-    assert parse_args([]).resume is None
-    assert parse_args(["--resume"]).resume == ""
-    assert parse_args(["--resume", "smoke-20261202-101500"]).resume == "smoke-20261202-101500"
+    assert TRAIN_LOCAL.parse([]).resume is None
+    assert TRAIN_LOCAL.parse(["--resume"]).resume == ""
+    assert TRAIN_LOCAL.parse(["--resume", "smoke-20261202-101500"]).resume == "smoke-20261202-101500"
 
 
 @pytest.mark.parametrize("run", ["..", ".", "../smoke-20261202-101500", "/tmp", ".checkpoints", "a\\b"])
@@ -92,14 +92,14 @@ def test_resume_takes_a_run_id_not_a_path(
     tmp_path: Path, run: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path / "runs"))
-    assert call(launch.main, "--smoke", "--resume", run) == 2
+    assert call(train_local.main, "--smoke", "--resume", run) == 2
     assert "a run id is a folder name" in only_error_line(capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == [], "nothing built, nothing written"
 
 
 def test_bad_flag_value_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--num-processes", "two"])
+        TRAIN_LOCAL.parse(["--num-processes", "two"])
     assert exit_info.value.code == 2
     assert "--num-processes" in capsys.readouterr().err
 
@@ -111,7 +111,7 @@ def test_output_dir_that_cannot_be_a_folder_is_named(
     blocker.write_text("x")
     for output_dir in (blocker, blocker / "runs"):
         monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(output_dir))
-        assert call(launch.main, "--smoke") == 2
+        assert call(train_local.main, "--smoke") == 2
         assert "training.output_dir" in only_error_line(capsys.readouterr().err)
 
 
@@ -126,7 +126,7 @@ def test_bad_settings_exit_2_with_one_line_and_touch_nothing(
 ) -> None:  # fmt: skip
     monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv(variable, value)
-    assert call(launch.main, "--smoke") == 2
+    assert call(train_local.main, "--smoke") == 2
     assert named in only_error_line(capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
 
@@ -134,16 +134,17 @@ def test_bad_settings_exit_2_with_one_line_and_touch_nothing(
 def test_a_training_process_ends_when_its_launcher_is_gone() -> None:
     launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     watched = (
-        "from src.models import launch; import os, time; launch.exit_with_the_launcher(os.environ, 0.1); time.sleep(60)"
+        "from src.models import supervisor; import os, time; supervisor.exit_with_the_launcher(os.environ, 0.1); "
+        "time.sleep(60)"
     )
     rank = subprocess.Popen([sys.executable, "-c", watched], cwd=PROJECT_ROOT,
-                            env=clean_env(**{launch.LAUNCHER_PID_ENV: str(launcher.pid)}))  # fmt: skip
+                            env=clean_env(**{supervisor.LAUNCHER_PID_ENV: str(launcher.pid)}))  # fmt: skip
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             rank.wait(timeout=1)  # the launcher lives: the rank trains on
         launcher.kill()
         launcher.wait()
-        assert rank.wait(timeout=10) == cli.EXIT_TERMINATED
+        assert rank.wait(timeout=10) == errors.EXIT_TERMINATED
     finally:
         launcher.kill()
         rank.kill()
@@ -154,6 +155,6 @@ def test_the_head_nodes_port_must_be_free() -> None:
         taken.bind(("", 0))
         taken.listen()
         plan = Layout(1, num_machines=2, machine_rank=0, main_port=taken.getsockname()[1])
-        with pytest.raises(cli.UserError, match=r"training\.distributed_port\) is in use"):
-            launch.check_head_port(plan)
-        launch.check_head_port(Layout(1, num_machines=2, machine_rank=1, main_port=plan.main_port))  # not the head
+        with pytest.raises(errors.UserError, match=r"training\.distributed_port\) is in use"):
+            train_local.check_head_port(plan)
+        train_local.check_head_port(Layout(1, num_machines=2, machine_rank=1, main_port=plan.main_port))  # not the head

@@ -8,8 +8,8 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from src.cli import UserError
 from src.config import DataSettings
+from src.errors import UserError
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -27,7 +27,8 @@ def _local_format(files: list[Path]) -> str:
 
 
 def load_splits(data: DataSettings) -> DatasetDict:
-    """Return {"train", "eval"} with the text and label columns, subset and shuffled by seed."""
+    """Return {"train", "eval"} with the text and label columns: shuffled with a fixed seed, then cut to
+    max_train_samples / max_eval_samples (the same examples in every run, whatever training.seed is)."""
     if data.dataset is None:
         if data.train_file is None or data.eval_file is None:
             raise DataError("data.dataset is null: set both data.train_file and data.eval_file")
@@ -80,7 +81,8 @@ def _typed(split: Dataset, data: DataSettings, name: str) -> Dataset:
 
 
 def _subset(split: Dataset, limit: int | None) -> Dataset:
-    # Shuffle first: Hub datasets such as imdb are sorted by label.
+    # Shuffle first: Hub datasets such as imdb are sorted by label. A fixed seed, not training.seed:
+    # runs with different seeds train and evaluate on the same subset, so they compare.
     split = split.shuffle(seed=0)
     return split.select(range(min(limit, len(split)))) if limit is not None else split
 
@@ -99,6 +101,7 @@ def tokenize(
     return splits.map(encode, batched=True, remove_columns=columns, desc="Tokenizing")
 
 
-def label_names(splits: DatasetDict, data: DataSettings) -> list[str]:
-    feature = splits["train"].features[data.label_column]
+def label_names(split: Dataset, data: DataSettings) -> list[str]:
+    """The names of a split's labels, in index order."""
+    feature = split.features[data.label_column]
     return list(feature.names) if isinstance(feature, ClassLabel) else list(data.labels)

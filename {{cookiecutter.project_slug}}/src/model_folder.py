@@ -1,36 +1,25 @@
-"""Check, before serving, that a saved model folder can serve correctly; no torch needed.
+"""Check that a saved model folder can be loaded and serve correctly; no torch needed.
 
-The server runs this in its parent process (which LitServe forks into its API servers, so
+serve, serve-cloud, predict and evaluate check a folder with this before they use it. The
+server runs it in its parent process (which LitServe forks into its API servers, so
 torch and transformers must not be imported there): config.json must describe a sequence
-classifier, the tokenizer must load, the weights must be complete (every tensor the
-safetensors header lists lies inside the file), and the run's record must agree with the
-config. It reads headers, not tensors: a second or so on a real-size model.
+classifier, the tokenizer must load, the weights must be complete (src/weights.py, the
+check training's resume uses too), and the run's record must agree with the config.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import struct
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.cli import UserError
+from src.errors import UserError
 from src.runs import LATEST, RUN_INFO, ModelNotFoundError, finished_runs, resolve_model_dir
+from src.weights import weights_problem
 
-API_KEY_ENV = "LIT_SERVER_API_KEY"  # LitServe's name; src/deployment/serve.py and serve-cloud read it
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PYTORCH_WEIGHTS = "pytorch_model.bin"
 # Tokenizer files transformers can load: the fast tokenizer, or the files of a slow one.
 SLOW_TOKENIZER_FILES = ("vocab.txt", "spiece.model", "sentencepiece.bpe.model", "vocab.json")
-DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
 class BadModelFolderError(UserError):
@@ -102,56 +91,11 @@ def _check_tokenizer(model_dir: Path, embeddings: object) -> int | None:
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
 
 
-def _check_safetensors(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            (header_bytes,) = struct.unpack("<Q", handle.read(8).ljust(8, b"\0"))
-            if not 2 <= header_bytes <= min(MAX_HEADER_BYTES, size - 8):
-                raise _fail(path, "not a safetensors file (bad header length): the weights are damaged")
-            header = json.loads(handle.read(header_bytes))
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise _fail(path, "unreadable safetensors header: the weights are damaged") from None
-    if not isinstance(header, dict):
-        raise _fail(path, "unreadable safetensors header: the weights are damaged")
-    end = 0
-    for name, tensor in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, stop = tensor["data_offsets"]
-            expected = math.prod(tensor["shape"]) * DTYPE_BYTES[tensor["dtype"]]
-        except (KeyError, TypeError, ValueError):
-            raise _fail(path, f"tensor {name!r} is described wrongly: the weights are damaged") from None
-        if not 0 <= begin <= stop or stop - begin != expected:
-            raise _fail(path, f"tensor {name!r} has wrong offsets: the weights are damaged")
-        end = max(end, stop)
-    if 8 + header_bytes + end != size:
-        raise _fail(path, f"{size} bytes where the header describes {8 + header_bytes + end}: truncated or damaged")
-
-
 def _check_weights(model_dir: Path) -> None:
-    if (model_dir / SAFETENSORS).is_file():
-        _check_safetensors(model_dir / SAFETENSORS)
-    elif (model_dir / SAFETENSORS_INDEX).is_file():
-        index = _read_json(model_dir / SAFETENSORS_INDEX)
-        shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
-        if not shards:
-            raise _fail(model_dir / SAFETENSORS_INDEX, "lists no weight files")
-        for shard in sorted(shards):
-            if not (model_dir / shard).is_file():
-                raise _fail(model_dir / shard, "missing (listed in the index)")
-            _check_safetensors(model_dir / shard)
-    elif (model_dir / PYTORCH_WEIGHTS).is_file():
-        try:
-            with zipfile.ZipFile(model_dir / PYTORCH_WEIGHTS) as archive:
-                damaged = archive.testzip()
-        except (OSError, zipfile.BadZipFile):
-            damaged = PYTORCH_WEIGHTS
-        if damaged is not None:
-            raise _fail(model_dir / PYTORCH_WEIGHTS, "the weights are truncated or damaged")
-    else:
-        raise _fail(model_dir, f"no weights ({SAFETENSORS} or {PYTORCH_WEIGHTS})")
+    damaged = weights_problem(model_dir)
+    if damaged:
+        path, problem = damaged
+        raise _fail(path, f"{problem}: the weights are damaged or missing")
 
 
 def trained_max_length(run_info: dict[str, Any], tokenizer_limit: int | None, positions: int | None) -> int:

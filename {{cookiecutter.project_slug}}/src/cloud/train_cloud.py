@@ -12,7 +12,6 @@ passed by name only. Unknown arguments are passed to sky (`-y`, `--env KEY=VALUE
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import shlex
@@ -24,9 +23,10 @@ from typing import NoReturn
 
 import yaml
 
-from src import cli
-from src.cli import UserError
-from src.config import PROJECT_ROOT, SETTINGS_FILE_ENV, Settings, env_override_names, load_settings
+from src import errors, flags
+from src.config import PROJECT_ROOT, Settings, load_settings
+from src.errors import UserError
+from src.settings_sources import SETTINGS_FILE_ENV, env_override_names
 
 SECRETS = ("HF_TOKEN",)
 INSTALL_HINT = "SkyPilot is not installed: run `uv sync --group cloud` (or `uv sync --all-groups`)"
@@ -34,29 +34,6 @@ INSTALL_HINT = "SkyPilot is not installed: run `uv sync --group cloud` (or `uv s
 
 class CloudError(UserError):
     """The launch cannot go ahead; the message names the cloud or file and the fix."""
-
-
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="train-cloud", description="Fine-tune on the cloud with SkyPilot.")
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the command only")
-    parser.add_argument("--managed", action="store_true", default=None, help="managed job (spot recovery)")
-    parser.add_argument("--infra", help="cloud[/region], e.g. aws or gcp/us-central1")
-    parser.add_argument("--gpus", help="accelerators, e.g. L4:1 (default: the choices in the task file)")
-    parser.add_argument("--num-nodes", type=int, help="machines to train on together (default: cloud.num_nodes)")
-    parser.add_argument("--spot", action="store_true", default=None, help="use spot/preemptible capacity")
-    parser.add_argument("--cluster", help="cluster or managed-job name")
-    return parser.parse_known_args(argv)
-
-
-def flags(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
-    return {
-        "cloud.managed": ("--managed", args.managed),
-        "cloud.infra": ("--infra", args.infra),
-        "cloud.gpus": ("--gpus", args.gpus),
-        "cloud.num_nodes": ("--num-nodes", args.num_nodes),
-        "cloud.use_spot": ("--spot", args.spot),
-        "cloud.cluster_name": ("--cluster", args.cluster),
-    }
 
 
 def task_envs(task_file: Path) -> set[str]:
@@ -72,7 +49,7 @@ def task_envs(task_file: Path) -> set[str]:
 def forwarded_env(environ: Mapping[str, str], task_file: Path) -> tuple[list[tuple[str, str]], list[str]]:
     """(name, value) of every settings override to pass to the cloud run, and those the task sets."""
     own = task_envs(task_file)
-    names = env_override_names(environ)
+    names = env_override_names(environ, Settings)
     forwarded = [(name, environ[name]) for name in names if name not in own]
     if environ.get(SETTINGS_FILE_ENV):
         settings_file = Path(environ[SETTINGS_FILE_ENV])
@@ -150,8 +127,8 @@ def check_credentials(infra: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, passthrough = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load_settings(flags=flags(args))
+    args, passthrough = flags.TRAIN_CLOUD.parse_known(sys.argv[1:] if argv is None else argv)
+    settings = load_settings(flags=flags.TRAIN_CLOUD.settings_flags(args))
     command = build_command(settings, passthrough, os.environ)
     validate_task(settings.cloud.task_file)
     if args.dry_run:
@@ -174,4 +151,4 @@ def hand_over_to_sky(infra: str, command: list[str]) -> NoReturn:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

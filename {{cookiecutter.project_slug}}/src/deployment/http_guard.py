@@ -1,0 +1,176 @@
+"""The HTTP hardening in front of every route of the API servers (LitServe's FastAPI app).
+
+- RequestGuard (ASGI middleware): the API key on every route, a body size limit that also
+  holds for chunked bodies, a deadline for the body, and JSON whatever Content-Type the
+  client sent (`curl -d` sends a form type).
+- ReadDeadlineProtocol (uvicorn's HTTP protocol): a deadline for the headers, so a client
+  that sends half a request cannot hold a connection.
+- validation_error: FastAPI's 422 without the echo of the input, which cannot always be
+  encoded as JSON (NaN, lone surrogates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from src.deployment.schemas import API_KEY_HEADER
+
+API_KEY_HEADER_BYTES = API_KEY_HEADER.lower().encode()
+
+
+def _printable(value: object) -> object:
+    """Error details any JSON encoder accepts: no lone surrogates, no NaN or infinities."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int | bool) or value is None:
+        return value
+    return _printable(str(value))
+
+
+async def validation_error(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, minus the echo of the input (which cannot always be encoded: NaN, "\\ud800")."""
+    problems = error.errors() if isinstance(error, RequestValidationError) else []
+    detail = [
+        {
+            "loc": [_printable(part) for part in problem.get("loc", ())],
+            "msg": _printable(problem.get("msg", "invalid")),
+            "type": _printable(problem.get("type", "value_error")),
+        }
+        for problem in problems
+    ]
+    return JSONResponse({"detail": detail or "invalid request"}, status_code=422)
+
+
+class RequestGuard:
+    """Pure ASGI middleware in front of every route of the API servers.
+
+    - With LIT_SERVER_API_KEY set, every request needs it in `X-API-Key` (LitServe's own
+      check covers only /predict and /health; this covers /docs, /openapi.json, /info, ...).
+    - A POST body is read as JSON whatever Content-Type the client sent (`curl -d` sends a
+      form type), within `body_timeout` seconds (serving.read_timeout): a client that sends
+      headers and then stalls gets 408 and is disconnected, so half-open requests cannot
+      pile up (ReadDeadlineProtocol does the same for the headers).
+    """
+
+    def __init__(self, app: Any, *, api_key: str | None, body_timeout: float, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.body_timeout = body_timeout
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.api_key is not None and not hmac.compare_digest(headers.get(API_KEY_HEADER_BYTES, b""), self.api_key):
+            await _respond(send, 401, "missing or wrong X-API-Key header")
+            return
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _respond(send, 413, f"Payload too large (over {self.max_body_bytes} bytes)", close=True)
+            return
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_timeout)
+        except TimeoutError:
+            await _respond(send, 408, f"request body not received within {self.body_timeout:g} s", close=True)
+            return
+        if body is None:
+            await _respond(send, 413, f"Payload too large (over {self.max_body_bytes} bytes)", close=True)
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return dict(await receive())  # only a disconnect can follow
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        kept = [(key, value) for key, value in scope["headers"] if key not in (b"content-type", b"content-length")]
+        length = str(len(body)).encode()
+        scope = {**scope, "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", length)]}
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise TimeoutError  # nobody is left to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, detail: str, close: bool = False) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ReadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, plus a deadline for the headers of every request.
+
+    uvicorn waits forever for request headers: for a connection's first request, and for
+    the next one on a kept-alive connection once its first bytes came (they cancel the
+    keep-alive timer). A client that sends half a request line would hold the connection.
+    The deadline starts when the connection opens and again when a response is complete;
+    the body has its own deadline in RequestGuard.
+    """
+
+    read_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.headers_deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self.await_headers()
+
+    def await_headers(self) -> None:
+        """Until the next request's headers are in (a new request cycle), or the deadline passes."""
+        self.cancel_deadline()
+        self.previous_cycle = self.cycle
+        self.headers_deadline = self.loop.call_later(self.read_timeout, self.drop_slow)
+
+    def cancel_deadline(self) -> None:
+        if self.headers_deadline is not None:
+            self.headers_deadline.cancel()
+            self.headers_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self.previous_cycle:  # the headers are in
+            self.cancel_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:  # what uvicorn waits for next
+            self.await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_deadline()
+        super().connection_lost(exc)
+
+    def drop_slow(self) -> None:
+        self.headers_deadline = None
+        if self.cycle is self.previous_cycle and not self.transport.is_closing():
+            self.transport.close()

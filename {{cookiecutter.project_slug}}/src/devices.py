@@ -1,0 +1,71 @@
+"""Which device, and which precision on it: the one answer training, serving, predict and evaluate use.
+
+Training: bf16 where the GPU supports it, else fp16 on CUDA, full precision on CPU and MPS.
+Serving: bf16 (or fp16) on CUDA, fp16 on MPS, and on CPU the measured default,
+CPU_SERVING_PRECISION (benchmarks/serving_throughput.py measures fp32 against int8 dynamic
+quantization for speed and accuracy; the template's README quotes the numbers). torch is
+imported only by the functions that ask the hardware, so the settings can name the choices
+without it.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal
+
+from src.errors import UserError
+
+TrainingPrecision = Literal["auto", "bf16", "fp16", "no"]
+ServingPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+SERVING_PRECISIONS: tuple[str, ...] = typing.get_args(ServingPrecision)
+CPU_SERVING_PRECISION = "int8"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def best_device() -> str:
+    """cuda, else Apple's mps, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _half_for_cuda() -> str:
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def training_precision(choice: str) -> str:
+    """training.mixed_precision resolved for this machine: bf16, fp16 or no."""
+    if choice != "auto":
+        return choice
+    return _half_for_cuda() if cuda_available() else "no"
+
+
+def check_serving_precision(requested: str, device_type: str) -> None:
+    """An explicit serving.precision the device cannot run is a UserError (no torch needed)."""
+    if requested not in SERVING_PRECISIONS:
+        raise UserError(f"serving.precision: {requested!r} is not one of {', '.join(SERVING_PRECISIONS)}")
+    if requested == "int8" and device_type in ("cuda", "mps"):
+        raise UserError(
+            f"serving.precision (--precision): int8 runs on CPU only, not on {device_type}: use auto, fp16 or bf16"
+        )
+
+
+def serving_precision(requested: str, device_type: str) -> str:
+    """serving.precision resolved for the device: fp32, bf16, fp16 or int8."""
+    check_serving_precision(requested, device_type)
+    if requested != "auto":
+        return requested
+    if device_type == "cuda":
+        return _half_for_cuda()
+    return "fp16" if device_type == "mps" else CPU_SERVING_PRECISION

@@ -1,0 +1,227 @@
+"""`uv run train-local`: check everything, then run train_model.py under `accelerate launch`.
+
+The process layout comes from the hardware and the cluster: one process per visible GPU
+(data parallel), one on CPU or Apple MPS, `--num-processes N` (training.num_processes)
+per machine to choose; inside a multi-node SkyPilot task its variables give the machine
+count, this node's rank and the head node's address, so the same command runs on 1 or N
+nodes. Every accelerate flag is explicit (no "defaults were used" warning, all CPU threads).
+
+This process then stays as a thin supervisor (supervisor.py): a user error in any training
+process becomes one `error:` line and exit 2 here, Ctrl-C 130 and SIGTERM 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from src import errors, flags, runs
+from src.config import SMOKE_SETTINGS_FILE, Settings, load_settings
+from src.errors import UserError
+from src.hub import hub_downloads, hub_reachable, offline_message
+from src.models import smoke
+from src.models.supervisor import Join, Supervisor
+
+RESUME_ENV = "TRAIN_RESUME_RUN_ID"
+HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def run_settings(args: argparse.Namespace, build_smoke_assets: bool = False) -> Settings:
+    """The settings of this run: file, `--smoke` overlay, environment, flags; one place for all.
+
+    The launcher passes `build_smoke_assets` (it also checks the output folder first); the
+    training processes then find the assets in place.
+    """
+    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
+    settings = load_settings(overlays=overlays, flags=flags.TRAIN_LOCAL.settings_flags(args))
+    if build_smoke_assets:
+        check_output_dir(settings.training.output_dir)
+    if not args.smoke:
+        return settings
+    target = smoke.assets_dir(settings.training.output_dir)
+    assets = smoke.build(target, seed=settings.training.seed) if build_smoke_assets else smoke.files(target)
+    return load_settings(
+        overlays=overlays, overrides=smoke.overrides(assets), flags=flags.TRAIN_LOCAL.settings_flags(args)
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many training processes, on how many machines, and where they meet."""
+
+    processes_per_machine: int
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_address: str = "127.0.0.1"
+    main_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_machine * self.num_machines
+
+
+def _env_int(environ: Mapping[str, str], name: str, minimum: int) -> int:
+    value = environ.get(name, "")
+    try:
+        number = int(value)
+    except ValueError:
+        raise UserError(
+            f"{name}={value!r} is not a whole number (SkyPilot sets it; unset it outside SkyPilot)"
+        ) from None
+    if number < minimum:
+        raise UserError(f"{name}={number} must be at least {minimum}")
+    return number
+
+
+def layout(settings: Settings, environ: Mapping[str, str], visible_gpus: int) -> Layout:
+    """One process per GPU (or training.num_processes); SkyPilot's variables for several nodes."""
+    training = settings.training
+    if "SKYPILOT_NUM_NODES" in environ and _env_int(environ, "SKYPILOT_NUM_NODES", 1) > 1:
+        nodes = _env_int(environ, "SKYPILOT_NUM_NODES", 1)
+        rank = _env_int(environ, "SKYPILOT_NODE_RANK", 0)
+        addresses = environ.get("SKYPILOT_NODE_IPS", "").split()
+        if rank >= nodes or len(addresses) < nodes:
+            raise UserError(
+                f"SkyPilot variables disagree: SKYPILOT_NUM_NODES={nodes}, SKYPILOT_NODE_RANK={rank}, "
+                f"{len(addresses)} address(es) in SKYPILOT_NODE_IPS (one per node expected, head node first)"
+            )
+        for address in addresses[:nodes]:
+            if not _is_address(address):
+                raise UserError(
+                    f"SKYPILOT_NODE_IPS holds {address!r}: not an IP address or host name (one per line, head first)"
+                )
+        gpus = _env_int(environ, "SKYPILOT_NUM_GPUS_PER_NODE", 0) if "SKYPILOT_NUM_GPUS_PER_NODE" in environ else 0
+        gpus = min(gpus, visible_gpus) if visible_gpus else 0
+        per_machine = training.num_processes or max(gpus, 1)
+        return Layout(per_machine, nodes, rank, addresses[0], training.distributed_port)
+    per_machine = training.num_processes or max(visible_gpus, 1)
+    return Layout(per_machine, main_port=free_port() if per_machine > 1 else training.distributed_port)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(HOST.match(text))
+    return True
+
+
+def check_head_port(plan: Layout) -> None:
+    """On the head node, the port the other nodes connect to must be free (before anything starts)."""
+    if plan.num_machines == 1 or plan.machine_rank != 0:
+        return
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", plan.main_port))
+        except OSError:
+            raise UserError(
+                f"port {plan.main_port} (training.distributed_port) is in use on this head node: stop what holds "
+                "it, or choose another port (TRAINING__DISTRIBUTED_PORT) for every node"
+            ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_threads() -> int:
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, available or 1)
+
+
+def command(args: Sequence[str], plan: Layout) -> list[str]:
+    distributed = ["--multi_gpu"] if plan.world_size > 1 else []
+    if plan.num_machines > 1:
+        distributed += ["--machine_rank", str(plan.machine_rank), "--main_process_ip", plan.main_address]
+    if plan.world_size > 1:
+        distributed += ["--main_process_port", str(plan.main_port)]
+    threads = max(1, cpu_threads() // plan.processes_per_machine)
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        *distributed,
+        "--num_processes", str(plan.world_size),
+        "--num_machines", str(plan.num_machines),
+        "--mixed_precision", "no",  # the Trainer picks precision from training.mixed_precision
+        "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", str(threads),
+        "--quiet",
+        "-m", "src.models.train_model", *args,
+    ]  # fmt: skip
+
+
+def check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"training.output_dir {output_dir} is a file: point it at a folder")
+    if any(parent.is_file() for parent in output_dir.parents):
+        raise UserError(f"training.output_dir {output_dir} is inside a file, not a folder: fix the path")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise UserError(f"training.output_dir {output_dir} is not writable: {error.strerror}") from None
+
+
+def visible_gpus(environ: Mapping[str, str]) -> int:
+    """CUDA devices, counted without importing torch here (that costs seconds)."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return len(
+            [device for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip() not in {"", "-1"}]
+        )
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False, timeout=30)
+    return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = flags.TRAIN_LOCAL.parse(sys.argv[1:] if argv is None else argv)
+    if args.resume:
+        runs.check_run_id(args.resume, "--resume")  # before anything is built or written
+    settings = run_settings(args, build_smoke_assets=True)
+    env = dict(os.environ)
+    if args.resume is not None:
+        env[RESUME_ENV] = runs.resume_target(settings.training.output_dir, args.resume)
+    if args.smoke:
+        env["HF_HUB_OFFLINE"] = "1"  # the smoke run needs nothing from the network
+    else:
+        missing = hub_downloads(settings)
+        if missing and not hub_reachable():
+            raise UserError(offline_message(missing))
+        if not missing:
+            env["HF_HUB_OFFLINE"] = "1"  # everything is local or cached: no minute of retries
+    plan = layout(settings, os.environ, visible_gpus(os.environ))
+    child_args = ["--smoke"] if args.smoke else []
+    if args.num_processes is not None:
+        child_args += ["--num-processes", str(args.num_processes)]
+    check_head_port(plan)
+    join = None
+    if plan.num_machines > 1:
+        head = f"{plan.main_address}:{plan.main_port}"
+        waited = f"the other {plan.num_machines - 1} node(s)" if plan.machine_rank == 0 else f"the head node {head}"
+        where = f"(this is node {plan.machine_rank} of {plan.num_machines})"
+        join = Join(settings.training.rendezvous_timeout, plan.processes_per_machine, f"{waited} {where}")
+    supervisor = Supervisor(command(child_args, plan), env, join)
+    try:
+        return supervisor.run()
+    finally:
+        supervisor.cleanup()
+
+
+if __name__ == "__main__":
+    errors.run(main)
