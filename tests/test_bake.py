@@ -128,6 +128,7 @@ def test_models_and_notebooks_kept_in_git(project: Baked) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True)
     assert "models/.gitkeep" in tracked.stdout
     assert "notebooks/.gitkeep" in tracked.stdout
+    assert "notebooks/starter.ipynb" in tracked.stdout
 
 
 def test_a_long_checkpoint_id_still_gives_a_valid_run_name(baker: Callable[..., Baked]) -> None:
