@@ -81,10 +81,9 @@ def test_valid_checkpoints(checkpoint: str) -> None:
             "ERROR: project_slug 'bad slug!' is invalid: use 1-64 lowercase letters, digits, '-' or '_',"
             " starting with a letter (e.g. my-ml-project)",
         ),
-        ("default_cloud=oracle", "ERROR: default_cloud 'oracle' is invalid: choose one of gcp, aws, azure"),
         ("install_pre_commit=maybe", "ERROR: install_pre_commit 'maybe' is invalid: answer no or yes"),
     ],
-    ids=["slug", "cloud", "pre-commit"],
+    ids=["slug", "pre-commit"],
 )
 def test_bad_answer_from_the_command_line(tmp_path: Path, answer: str, message: str) -> None:
     """What a user sees: one line naming the field, a non-zero exit, an empty output folder."""
@@ -98,7 +97,60 @@ def test_bad_answer_from_the_command_line(tmp_path: Path, answer: str, message: 
     field = answer.split("=")[0]
     errors = [line for line in (result.stdout + result.stderr).splitlines() if f"{field} '" in line]
     assert errors == [message]
-    assert "ValueError" not in result.stderr, "cookiecutter's own choice check would print a ValueError"
+    assert "ValueError" not in result.stderr, "a traceback instead of the hook's line"
+    assert list(out.iterdir()) == []
+
+
+def test_default_cloud_is_a_numbered_menu(tmp_path: Path) -> None:
+    """The real prompts, answered on stdin: Enter for the defaults, 2 in the cloud menu."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "-o", str(tmp_path)],
+        input="\n\n\n\n2\n\n", capture_output=True, text=True, timeout=120, check=False,
+        env=clean_env(MLCC_SKIP_UV_LOCK="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    menu = [line.strip() for line in result.stdout.splitlines() if line.strip()[:1] in "123" and " - " in line]
+    assert menu == ["1 - gcp (Google Cloud)", "2 - aws (Amazon Web Services)", "3 - azure (Microsoft Azure)"]
+    assert "Choose from [1/2/3] (1)" in result.stdout
+    project = tmp_path / "my-ml-project"
+    assert yaml.safe_load((project / "sky_task.yaml").read_text())["resources"]["infra"] == "aws"
+    assert yaml.safe_load((project / "configs" / "settings.yaml").read_text())["cloud"]["infra"] == "aws"
+
+
+def test_an_invalid_cloud_on_the_command_line_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Cookiecutter checks a choice before any hook or extension runs: its own ValueError line, exit 1.
+
+    The README quotes this line; the menu is worth more than the hook's one-line format here.
+    """
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "--no-input", "-o", str(out), "default_cloud=oracle"],
+        capture_output=True, text=True, timeout=120, check=False, env=clean_env(MLCC_SKIP_UV_LOCK="1"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ValueError: oracle provided for choice variable default_cloud, but the choices are ['gcp', 'aws', 'azure']."
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_a_replayed_invalid_cloud_gets_the_hooks_line(tmp_path: Path) -> None:
+    """A replay file skips cookiecutter's choice check: the pre-generation hook still refuses the value."""
+    context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    answers = {key: value for key, value in context.items() if not key.startswith("__")}
+    answers.update(VALID, default_cloud="oracle")
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps({"cookiecutter": answers, "_cookiecutter": answers}), encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "--replay-file", str(replay), "-o", str(out)],
+        capture_output=True, text=True, timeout=120, check=False, env=clean_env(MLCC_SKIP_UV_LOCK="1"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "default_cloud '" in line]
+    assert errors == ["ERROR: default_cloud 'oracle' is invalid: choose one of gcp, aws, azure"]
     assert list(out.iterdir()) == []
 
 
