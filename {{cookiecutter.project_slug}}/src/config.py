@@ -31,7 +31,7 @@ from pydantic import (
     field_validator,
 )
 
-from src.devices import ServingPrecision, TrainingPrecision
+from src.devices import ServingPrecision, ServingRuntime, TrainingPrecision
 from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, read_yaml
 from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
 
@@ -170,6 +170,7 @@ class ServingSettings(Section):
     precision: ServingPrecision = Field(
         default="auto", description="auto: bf16/fp16 on CUDA, fp16 on MPS, the measured CPU default (see serving)"
     )
+    runtime: ServingRuntime = Field(default="auto", description="auto: ONNX Runtime for int8 on CPU, else PyTorch")
     threads_per_worker: int | None = Field(default=None, ge=1, le=1024, description="null: the cores / workers")
     read_timeout: float = Field(default=10.0, gt=0, le=600, description="seconds to send the headers, then the body")
 

@@ -91,6 +91,7 @@ SERVE = Command("serve", "Serve the fine-tuned model over HTTP.", (
     Flag("--port", "serving.port", "port to listen on, 1024-65535", NUMBER),
     Flag("--model-dir", "serving.model_dir", "saved model folder, or a runs folder's latest", PATH),
     Flag("--precision", "serving.precision", "auto, fp32, bf16, fp16 or int8"),
+    Flag("--runtime", "serving.runtime", "auto, pytorch or onnxruntime (CPU)"),
 ))  # fmt: skip
 
 SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe.", (

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -39,6 +41,7 @@ RUN_INFO = "run.json"
 METRICS = "metrics.json"
 RUN_SETTINGS = "settings.yaml"  # the settings the run was trained with
 TRAINER_STATE = "trainer_state.json"  # the Trainer's log history (written last into a checkpoint, too)
+ONNX_FOLDER = "onnx"  # serving's ONNX Runtime exports (src/deployment/onnx_engine.py)
 TIME_FORMAT = "%Y%m%d-%H%M%S"
 
 
@@ -272,3 +275,14 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def onnx_file(model_dir: Path, precision: str) -> Path:
+    """Where a model folder's ONNX export lives: its onnx/, or a per-folder cache when it is read-only."""
+    folder = model_dir / ONNX_FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:  # read-only: a mounted bucket, another user's folder
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        folder = cache / "onnx-exports" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    return folder / f"model-{precision}.onnx"

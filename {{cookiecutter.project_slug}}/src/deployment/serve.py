@@ -18,6 +18,7 @@ import errno
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -30,7 +31,7 @@ from src import errors, flags
 from src.config import ServingSettings, load_settings
 from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
 from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
-from src.devices import check_serving_precision
+from src.devices import CPU_SERVING_PRECISION, check_serving_precision, check_serving_runtime, serving_runtime
 from src.errors import UserError
 from src.model_folder import ModelFolder, inspect_model_folder, model_to_serve
 
@@ -40,6 +41,7 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
         super().__init__(max_batch_size=serving.max_batch_size, batch_timeout=serving.batch_timeout)
         self.model_dir = model.path
         self.precision = serving.precision
+        self.runtime = serving.runtime
         self.threads = threads
 
     def setup(self, device: str) -> None:
@@ -48,9 +50,10 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
         from src.deployment.classifier import Classifier
 
         torch.set_num_threads(self.threads)
-        self.classifier = Classifier(self.model_dir, device, precision=self.precision)
+        runtime = serving_runtime(self.runtime, self.precision, torch.device(device).type)
+        self.classifier = Classifier(self.model_dir, device, self.precision, runtime, self.threads)
         print(
-            f"worker ready on {device}: {self.classifier.precision}, {self.threads} CPU threads, "
+            f"worker ready on {device}: {runtime} {self.classifier.precision}, {self.threads} CPU threads, "
             f"truncating at {self.classifier.max_length} tokens",
             flush=True,
         )
@@ -99,6 +102,21 @@ def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:
     )
     server.app.add_exception_handler(RequestValidationError, validation_error)
     return server
+
+
+def prepare_onnx(serving: ServingSettings, model: ModelFolder) -> int:
+    """Export and check the ONNX model in a child process when the workers will run ONNX Runtime.
+
+    The child (onnx_engine.py) imports torch, which this process must not; it prints its one line.
+    """
+    if serving.runtime == "pytorch" or serving.accelerator in ("cuda", "mps"):
+        return 0
+    if serving.runtime == "auto" and serving.precision not in ("auto", CPU_SERVING_PRECISION):
+        return 0  # auto picks ONNX Runtime for int8 on CPU only
+    arguments = [str(model.path), serving.precision, serving.runtime, serving.accelerator]
+    command = [sys.executable, "-m", "src.deployment.onnx_engine", *arguments, str(threads_per_worker(serving))]
+    # A session of its own: Ctrl-C reaches this process only, which reports it and kills the child.
+    return subprocess.run(command, check=False, start_new_session=True).returncode
 
 
 def _quiet_child_signals() -> None:
@@ -156,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serving = load_settings(flags=flags.SERVE.settings_flags(args)).serving
     ensure_port_free(serving.host, serving.port)
     check_serving_precision(serving.precision, serving.accelerator)  # before the worker loads torch
+    check_serving_runtime(serving.runtime, serving.precision, serving.accelerator)
     model = inspect_model_folder(model_to_serve(serving.model_dir))
+    if code := prepare_onnx(serving, model):
+        return code
     print(
         f"Serving {model.path} on http://{serving.host}:{serving.port}/predict "
         f"(labels {', '.join(model.labels)}; truncating at {model.max_length} tokens)",

@@ -12,8 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.models import damaged_model
-from tests.helpers.processes import free_port, only_error_line, run_module, start_module, started, stop_group
+from tests.helpers.models import copy_run, damaged_model
+from tests.helpers.processes import (
+    free_port,
+    only_error_line,
+    run_module,
+    start_module,
+    started,
+    stop_group,
+)
 
 
 @pytest.mark.parametrize(
@@ -21,10 +28,12 @@ from tests.helpers.processes import free_port, only_error_line, run_module, star
     [(signal.SIGINT, 130, "serving"), (signal.SIGTERM, 143, "serving"), (signal.SIGINT, 130, "starting")],
 )
 def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
-    trained_model: Path, sig: int, code: int, when: str
+    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str
 ) -> None:
     port = free_port()
-    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(trained_model),
+    run = copy_run(trained_model, tmp_path)  # the start exports the ONNX model into the run
+    run.chmod(0o755)
+    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     with started(process):
         if when == "starting":
@@ -61,3 +70,33 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
     assert str(model) in line if refusal == "damaged-folder" else "--port" in line
     assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
     assert time.monotonic() - started_at < 60
+
+
+def test_cpu_serves_through_onnx_runtime_by_default(trained_model: Path, tmp_path: Path) -> None:
+    """`uv run serve` with the shipped settings on CPU: exported once into the run, checked, served."""
+    from src.deployment.classifier import Classifier
+
+    run = copy_run(trained_model, tmp_path)
+    run.chmod(0o755)
+    port = free_port()
+    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    with started(process):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            assert process.poll() is None, "the server stopped"
+            time.sleep(0.3)
+        text = "great wonderful superb film"
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": text}, timeout=30).json()
+        assert stop_group(process, signal.SIGINT) == 130
+        assert process.stdout is not None
+        log = process.stdout.read()
+    assert "agrees with PyTorch fp32" in log
+    assert "worker ready on cpu: onnxruntime int8" in log
+    assert (run / "onnx" / "model-int8.onnx").is_file()
+    expected = Classifier(run, precision="int8", runtime="onnxruntime").predict([text])[0]
+    assert answer["label"] == expected.label
+    assert answer["score"] == pytest.approx(expected.score, abs=1e-4)

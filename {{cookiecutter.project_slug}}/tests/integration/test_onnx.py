@@ -1,0 +1,120 @@
+"""ONNX Runtime serving on CPU: the export, its parity check against PyTorch, and what a killed
+export, a stale export or a disagreeing one lead to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src import runs
+from src.config import PROJECT_ROOT
+from src.deployment import onnx_engine, serve
+from src.deployment.classifier import Classifier
+from tests.helpers.processes import call, clean_env, free_port, only_error_line
+
+
+def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) -> None:
+    parity = onnx_engine.prepare(run_copy, "int8", threads=1)
+    assert runs.onnx_file(run_copy, "int8") == run_copy / "onnx" / "model-int8.onnx"
+    assert (run_copy / "onnx" / "model-int8.onnx").is_file()
+    assert parity.ok
+    assert parity.texts == onnx_engine.PARITY_TEXTS
+    assert "eval.jsonl" in parity.source, "the run's own eval texts, not the probe texts"
+    served = Classifier(run_copy, precision="int8", runtime="onnxruntime")
+    assert served.precision == "int8"
+    texts = ["great wonderful superb film", "awful boring dull mess, hated it", "tedious"]
+    exact = Classifier(run_copy, precision="fp32").predict(texts)
+    for onnx, torch_fp32 in zip(served.predict(texts), exact, strict=True):
+        assert onnx.label == torch_fp32.label
+        assert onnx.score == pytest.approx(torch_fp32.score, abs=onnx_engine.MAX_PROBABILITY_CHANGE)
+        assert sum(onnx.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fp32_export_matches_pytorch_exactly(run_copy: Path) -> None:
+    parity = onnx_engine.prepare(run_copy, "fp32", threads=1)
+    assert parity.label_agreement == 1.0
+    assert parity.max_probability_change < 1e-4
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_model_folder_exports_into_the_cache(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert not os.access(trained_model, os.W_OK)
+    assert onnx_engine.prepare(trained_model, "int8", threads=1).ok
+    exported = runs.onnx_file(trained_model, "int8")
+    assert exported.is_file()
+    assert tmp_path in exported.parents
+    assert not (trained_model / "onnx").exists()
+
+
+def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> None:
+    """kill -9 while the file is being written: only a temporary file is left; the next start exports anew."""
+    folder = run_copy / "onnx"
+    target = folder / "model-int8.onnx"
+    assert not folder.exists(), "the run was copied with an export"
+    command = [sys.executable, "-m", "src.deployment.onnx_engine", str(run_copy), "int8", "onnxruntime", "cpu", "1"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder.is_dir() and any(path.name.startswith(".tmp-") for path in folder.iterdir())):
+        assert process.poll() is None, "the export ended before it was caught writing"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not target.exists(), "a killed export published a file"
+    assert any(path.name.startswith(".tmp-") for path in folder.iterdir())
+
+    assert onnx_engine.prepare(run_copy, "int8", threads=1).ok  # the next start
+    assert target.is_file()
+    assert sorted(path.name for path in folder.iterdir()) == [".export.lock", "model-int8.onnx"]
+
+
+def test_an_export_older_than_the_weights_is_made_again(run_copy: Path) -> None:
+    target = runs.onnx_file(run_copy, "int8")
+    onnx_engine.prepare(run_copy, "int8", threads=1)
+    os.utime(target, ns=(1, 1))  # as if exported before the weights were last written
+    onnx_engine.prepare(run_copy, "int8", threads=1)
+    assert target.stat().st_mtime_ns > 1
+
+
+def test_serve_refuses_an_export_that_disagrees_with_pytorch(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A cached export of another model (newer than the weights): the parity check stops the start."""
+    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
+    target = runs.onnx_file(run_copy, "int8")
+    target.write_bytes((tmp_path / "foreign.onnx").read_bytes())
+
+    def serving(*args: object) -> None:
+        raise AssertionError("the server started serving")
+
+    monkeypatch.setattr(serve, "run_server", serving)
+    assert call(serve.main, "--model-dir", str(run_copy), "--port", str(free_port())) == 2
+    line = only_error_line(capfd.readouterr().err)
+    assert "disagrees with PyTorch fp32" in line
+    assert "--runtime pytorch" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--runtime", "tensorrt"], "serving.runtime"),
+        (["--runtime", "onnxruntime", "--precision", "fp16"], "onnxruntime serves fp32 or int8"),
+    ],
+    ids=["unknown", "half-precision"],
+)
+def test_runtime_that_cannot_serve_is_refused(
+    trained_model: Path, argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert call(serve.main, "--model-dir", str(trained_model), "--port", str(free_port()), *argv) == 2
+    assert words in only_error_line(capsys.readouterr().err)
