@@ -64,14 +64,18 @@ def sections() -> list[str]:
             f"In-process batched ceiling (samples/s): {ceiling_text}. {ratios}.\n\n"
             + markdown_table(["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows)
         )
-        if accuracy := serving.get("int8_accuracy_on_smoke_eval"):
+        accuracy = serving.get("int8_accuracy_on_smoke_eval") or {}
+        by_runtime = accuracy if "eval_samples" not in accuracy else {"int8": accuracy}  # older results: one
+        for name, numbers in by_runtime.items():
             text += (
-                f"\n\nint8 against fp32 on the smoke eval split ({accuracy['eval_samples']:.0f} reviews, a smoke "
-                f"model trained in the same run): accuracy {accuracy['accuracy_fp32']:.3f} -> "
-                f"{accuracy['accuracy_int8']:.3f} ({accuracy['accuracy_change_points']:+.1f} points), labels agree "
-                f"on {100 * accuracy['label_agreement']:.1f}%, largest probability change "
-                f"{accuracy['max_probability_change']:.3f}."
+                f"\n\n{name} against fp32 on the smoke eval split ({numbers['eval_samples']:.0f} reviews, a smoke "
+                f"model trained in the same run): accuracy {numbers['accuracy_fp32']:.3f} -> "
+                f"{numbers['accuracy_int8']:.3f} ({numbers['accuracy_change_points']:+.1f} points), labels agree "
+                f"on {100 * numbers['label_agreement']:.1f}%, largest probability change "
+                f"{numbers['max_probability_change']:.3f}."
             )
+        if loads := serving.get("load_average_before_and_after"):
+            text += f" 1/5/15-minute load average {loads[0]} before, {loads[1]} after."
         if checks := serving.get("targets"):
             target_rows = [[c["target"], c["value"], c["limit"], "met" if c["met"] else "**missed**"] for c in checks]
             text += "\n\n" + markdown_table(["target", "value", "goal", ""], target_rows)
