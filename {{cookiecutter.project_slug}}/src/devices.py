@@ -27,14 +27,14 @@ ONNX_PRECISIONS = ("fp32", "int8")
 
 
 def cuda_available() -> bool:
-    import torch
+    import torch  # pants: no-infer-dep (callers depend on torch themselves)
 
     return torch.cuda.is_available()
 
 
 def best_device() -> str:
     """cuda, else Apple's mps, else cpu."""
-    import torch
+    import torch  # pants: no-infer-dep (callers depend on torch themselves)
 
     if torch.cuda.is_available():
         return "cuda"
@@ -44,7 +44,7 @@ def best_device() -> str:
 
 
 def _half_for_cuda() -> str:
-    import torch
+    import torch  # pants: no-infer-dep (callers depend on torch themselves)
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
