@@ -10,6 +10,7 @@ The trained run is read-only: a test that writes into a run works on its own cop
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -53,10 +54,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    freeze_what_is_imported()
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if item.path.name == "test_light_imports.py" and "modules" in params:
             start_import_probe(*params["modules"])
+
+
+def freeze_what_is_imported() -> None:
+    """Keep the garbage collector off the millions of objects torch and transformers create at
+    import: they live until exit, and every full collection walked them all (~6 s of the quick
+    tier). `gc.freeze()` moves what exists now out of its reach; pytest_unconfigure hands it back."""
+    gc.freeze()
+
+
+def pytest_unconfigure() -> None:
+    gc.unfreeze()  # collected at exit as usual: extension modules check that their objects were freed
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +110,7 @@ def trained_model(
     so its start-up overlaps the tests before it.
     """
     train = importlib.import_module("src.models.train_model").train
+    freeze_what_is_imported()  # the Trainer's stack
     output_dir = tmp_path_factory.mktemp("runs")
     run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir))["run_id"])
     set_writable(run_dir, False)

@@ -1,4 +1,5 @@
-"""`serve` across the process boundary: Ctrl-C and SIGTERM, and each kind of start-up refusal once."""
+"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, and
+the default CPU start through ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -14,42 +15,60 @@ import pytest
 
 from tests.helpers.models import copy_run, damaged_model
 from tests.helpers.processes import (
+    clean_env,
     free_port,
     only_error_line,
     run_module,
     start_module,
     started,
     stop_group,
+    wait_until_none_with,
 )
+
+MARK = "SERVE_TEST_RUN"  # in the environment of the server and of every process it starts
+
+
+def wait_until_serving(process: subprocess.Popen[str], port: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        assert process.poll() is None, "the server stopped"
+        time.sleep(0.3)
+    raise AssertionError("not serving within 120 s")
+
+
+def assert_nothing_left(port: int, run: Path) -> None:
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
+    assert not wait_until_none_with(MARK, str(run), 20), "a process of the server outlived it"
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "when"),
-    [(signal.SIGINT, 130, "serving"), (signal.SIGTERM, 143, "serving"), (signal.SIGINT, 130, "starting")],
+    ("sig", "code", "when", "precision"),
+    [(signal.SIGTERM, 143, "serving", "fp32"), (signal.SIGINT, 130, "starting", "auto")],
+    ids=["sigterm-while-serving-pytorch", "ctrl-c-while-exporting-to-onnx"],
 )
 def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
-    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str
+    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str, precision: str
 ) -> None:
+    """Ctrl-C while serving through ONNX Runtime: test_cpu_serves_through_onnx_runtime_by_default."""
     port = free_port()
-    run = copy_run(trained_model, tmp_path)  # the start exports the ONNX model into the run
+    run = copy_run(trained_model, tmp_path)  # a CPU start exports the ONNX model into the run
     run.chmod(0o755)
-    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run), "--precision",
+                           precision, env=clean_env(**{MARK: str(run)}), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)  # fmt: skip
     with started(process):
         if when == "starting":
-            time.sleep(4)  # the worker is importing torch or loading the model
+            time.sleep(4)  # the export child is importing torch or exporting
         else:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.3)
+            wait_until_serving(process, port)
         assert stop_group(process, sig) == code
         assert process.stderr is not None
         assert "Traceback" not in process.stderr.read()
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
+    assert_nothing_left(port, run)
 
 
 @pytest.mark.parametrize("refusal", ["damaged-folder", "port-in-use", "bad-flag"])
@@ -73,27 +92,25 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
 
 
 def test_cpu_serves_through_onnx_runtime_by_default(trained_model: Path, tmp_path: Path) -> None:
-    """`uv run serve` with the shipped settings on CPU: exported once into the run, checked, served."""
+    """`uv run serve` with the shipped settings on CPU: exported once into the run, checked, served;
+    then Ctrl-C: exit 130, no traceback, nothing left."""
     from src.deployment.classifier import Classifier
 
     run = copy_run(trained_model, tmp_path)
     run.chmod(0o755)
     port = free_port()
     process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                           env=clean_env(**{MARK: str(run)}), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)  # fmt: skip
     with started(process):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None, "the server stopped"
-            time.sleep(0.3)
+        wait_until_serving(process, port)
         text = "great wonderful superb film"
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": text}, timeout=30).json()
         assert stop_group(process, signal.SIGINT) == 130
         assert process.stdout is not None
         log = process.stdout.read()
+    assert "Traceback" not in log
+    assert_nothing_left(port, run)
     assert "agrees with PyTorch fp32" in log
     assert "worker ready on cpu: onnxruntime int8" in log
     assert (run / "onnx" / "model-int8.onnx").is_file()

@@ -124,23 +124,6 @@ def test_signals_stop_every_process_with_their_exit_code(tmp_path: Path, sig: in
             os.killpg(process.pid, 0)
 
 
-def test_kill_then_truncated_weights_then_resume_finishes(tmp_path: Path) -> None:
-    with started(start_training(tmp_path, **LONG_RUN)) as process:
-        wait_for_checkpoints(tmp_path, process, count=2)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        *_, kept, newest = wait_for_checkpoints(tmp_path, process, count=2)
-    truncate(newest / "model.safetensors")
-
-    end = str(step(newest) + 10)
-    result = train_local(tmp_path, "--resume", TRAINING__MAX_STEPS=end, TRAINING__SAVE_STEPS="10")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{newest.name} is damaged" in result.stderr, "the user is told which checkpoint was set aside"
-    [metrics] = published(tmp_path)
-    assert metrics["resumed_from_step"] == step(kept)
-    assert metrics["global_step"] == int(end)
-
-
 def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
     result = train_local(tmp_path, "--num-processes", "2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -199,20 +182,25 @@ def test_a_node_whose_peers_never_come_gives_up_in_one_line(tmp_path: Path) -> N
     assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 20), "nothing left waiting"
 
 
-def test_two_processes_resume_after_a_kill(tmp_path: Path) -> None:
+def test_two_processes_killed_then_truncated_weights_then_resume_finishes(tmp_path: Path) -> None:
+    """kill -9 mid-run, the newest checkpoint's weights cut short, `--resume` on 2 processes: the ranks
+    agree on the checkpoint before it and finish the run."""
     with started(start_training(tmp_path, "--num-processes", "2", **LONG_RUN)) as process:
-        wait_for_checkpoints(tmp_path, process)
+        wait_for_checkpoints(tmp_path, process, count=2)
         os.killpg(process.pid, signal.SIGKILL)  # the launcher's group: the ranks run in sessions of their own
         process.communicate()
         assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 30), "no rank outlives its launcher"
-        *_, newest = wait_for_checkpoints(tmp_path, process)
+        *_, kept, newest = wait_for_checkpoints(tmp_path, process, count=2)
+    truncate(newest / "model.safetensors")
+
     end = str(step(newest) + 10)
     result = train_local(tmp_path, "--resume", "--num-processes", "2", TRAINING__MAX_STEPS=end,
                          TRAINING__SAVE_STEPS="10")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{newest.name} is damaged" in result.stderr, "the user is told which checkpoint was set aside"
     [metrics] = published(tmp_path)
     assert metrics["world_size"] == 2
-    assert metrics["resumed_from_step"] == step(newest)
+    assert metrics["resumed_from_step"] == step(kept)
     assert metrics["global_step"] == int(end)
 
 

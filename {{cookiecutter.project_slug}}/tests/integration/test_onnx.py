@@ -1,22 +1,17 @@
-"""ONNX Runtime serving on CPU: the export, its parity check against PyTorch, and what a killed
-export, a stale export or a disagreeing one lead to."""
+"""ONNX Runtime serving on CPU, in process: the export, its parity check against PyTorch, a stale
+export, and runtimes that cannot serve (a killed export and a refused start: tests/e2e/test_onnx.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from src import runs
-from src.config import PROJECT_ROOT
 from src.deployment import onnx_engine, serve
 from src.deployment.classifier import Classifier
-from tests.helpers.processes import call, clean_env, free_port, only_error_line
+from tests.helpers.processes import call, free_port, only_error_line
 
 
 def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) -> None:
@@ -59,54 +54,12 @@ def test_a_model_folder_that_cannot_hold_onnx_exports_into_the_cache(
     assert (run_copy / "onnx").read_text(encoding="utf-8") == "not a folder"
 
 
-def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> None:
-    """kill -9 while the file is being written: only a temporary file is left; the next start exports anew."""
-    folder = run_copy / "onnx"
-    target = folder / "model-int8.onnx"
-    assert not folder.exists(), "the run was copied with an export"
-    command = [sys.executable, "-m", "src.deployment.onnx_engine", str(run_copy), "int8", "onnxruntime", "cpu", "1"]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (folder.is_dir() and any(path.name.startswith(".tmp-") for path in folder.iterdir())):
-        assert process.poll() is None, "the export ended before it was caught writing"
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert not target.exists(), "a killed export published a file"
-    assert any(path.name.startswith(".tmp-") for path in folder.iterdir())
-
-    assert onnx_engine.prepare(run_copy, "int8", threads=1).ok  # the next start
-    assert target.is_file()
-    assert sorted(path.name for path in folder.iterdir()) == [".export.lock", "model-int8.onnx"]
-
-
 def test_an_export_older_than_the_weights_is_made_again(run_copy: Path) -> None:
     target = runs.onnx_file(run_copy, "int8")
     onnx_engine.prepare(run_copy, "int8", threads=1)
     os.utime(target, ns=(1, 1))  # as if exported before the weights were last written
     onnx_engine.prepare(run_copy, "int8", threads=1)
     assert target.stat().st_mtime_ns > 1
-
-
-def test_serve_refuses_an_export_that_disagrees_with_pytorch(
-    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """A cached export of another model (newer than the weights): the parity check stops the start."""
-    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
-    target = runs.onnx_file(run_copy, "int8")
-    target.write_bytes((tmp_path / "foreign.onnx").read_bytes())
-
-    def serving(*args: object) -> None:
-        raise AssertionError("the server started serving")
-
-    monkeypatch.setattr(serve, "run_server", serving)
-    assert call(serve.main, "--model-dir", str(run_copy), "--port", str(free_port())) == 2
-    line = only_error_line(capfd.readouterr().err)
-    assert "disagrees with PyTorch fp32" in line
-    assert "--runtime pytorch" in line
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -180,35 +182,67 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
     return received, time.monotonic() - started
 
 
-def test_client_that_stalls_its_body_is_dropped(server: Server, client: httpx.Client) -> None:
+def stall_body(server: Server) -> tuple[bytes, float]:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: {server.headers['X-API-Key']}\r\n".encode())
         sock.sendall(b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"text": "gre')  # ...and no more
-        received, waited = read_until_closed(sock, server.read_timeout + 10)
-    assert waited < server.read_timeout + 5, "the connection was not dropped"
-    assert received.startswith(b"HTTP/1.1 408"), received[:200]
-    assert client.post("/predict", json={"text": "great"}).status_code == 200
+        return read_until_closed(sock, server.read_timeout + 10)
 
 
-@pytest.mark.parametrize("sent", [b"", b"POST /predict HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half-headers"])
-def test_client_that_stalls_its_headers_is_dropped(server: Server, sent: bytes) -> None:
+def stall_headers(server: Server, sent: bytes) -> tuple[bytes, float]:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(sent)
-        _, waited = read_until_closed(sock, server.read_timeout + 10)
-    assert waited < server.read_timeout + 5, "the connection was not dropped"
+        return read_until_closed(sock, server.read_timeout + 10)
 
 
-def test_kept_alive_connection_that_stalls_its_next_headers_is_dropped(server: Server) -> None:
+def stall_next_headers(server: Server) -> tuple[bytes, float]:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.settimeout(10)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # no key: a 401 is answer enough
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
         time.sleep(0.2)  # the answer is complete: uvicorn now waits with its keep-alive timer armed
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # cancels that timer, and no more
         _, waited = read_until_closed(sock, server.read_timeout + 10)
+        return answer, waited
+
+
+@pytest.fixture(scope="module")
+def stalled(server: Server) -> Iterator[dict[str, Future[tuple[bytes, float]]]]:
+    """Every slow client of this module, started at once: each waits out the read timeout, so
+    together they take one timeout, not four. A test reads its own outcome (what it received, how long)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield {
+            "body": pool.submit(stall_body, server),
+            "nothing": pool.submit(stall_headers, server, b""),
+            "half-headers": pool.submit(stall_headers, server, b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
+            "keep-alive": pool.submit(stall_next_headers, server),
+        }
+
+
+def test_client_that_stalls_its_body_is_dropped(
+    server: Server, client: httpx.Client, stalled: dict[str, Future[tuple[bytes, float]]]
+) -> None:
+    received, waited = stalled["body"].result()
+    assert waited < server.read_timeout + 5, "the connection was not dropped"
+    assert received.startswith(b"HTTP/1.1 408"), received[:200]
+    assert client.post("/predict", json={"text": "great"}).status_code == 200
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half-headers"])
+def test_client_that_stalls_its_headers_is_dropped(
+    server: Server, sent: str, stalled: dict[str, Future[tuple[bytes, float]]]
+) -> None:
+    _, waited = stalled[sent].result()
+    assert waited < server.read_timeout + 5, "the connection was not dropped"
+
+
+def test_kept_alive_connection_that_stalls_its_next_headers_is_dropped(
+    server: Server, stalled: dict[str, Future[tuple[bytes, float]]]
+) -> None:
+    answer, waited = stalled["keep-alive"].result()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert waited < server.read_timeout + 5, "the connection was not dropped"
 
 

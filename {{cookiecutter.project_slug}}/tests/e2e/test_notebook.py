@@ -1,9 +1,9 @@
 """notebooks/starter.ipynb, run cell by cell in a fresh Jupyter kernel as a user runs it, so it cannot rot.
 
-The kernel is this interpreter running ipykernel, with this process's import path: under uv that is
-the project's venv, under Pants the test's own environment (a machine's `python3` kernelspec could
-be any Python). It starts in notebooks/, as Jupyter starts a notebook, and trains into a temporary
-folder chosen the way a user would, with TRAINING__OUTPUT_DIR.
+The kernel is this interpreter running ipykernel, with this process's import path: the project's
+venv (a machine's `python3` kernelspec could be any Python). A kernel is a process of its own, so
+this is an end-to-end test (`uv run test-all`). It starts in notebooks/, as Jupyter starts a
+notebook, and trains into a temporary folder chosen the way a user would, with TRAINING__OUTPUT_DIR.
 """
 
 from __future__ import annotations

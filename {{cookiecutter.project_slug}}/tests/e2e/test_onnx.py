@@ -1,0 +1,54 @@
+"""ONNX Runtime serving across the process boundary: an export killed with -9 midway, and a real
+`serve` refusing to start on an export that disagrees with PyTorch."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from src import runs
+from src.config import PROJECT_ROOT
+from src.deployment import onnx_engine
+from tests.helpers.processes import clean_env, free_port, only_error_line, run_module
+
+
+def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> None:
+    """kill -9 while the file is being written: only a temporary file is left; the next start exports anew."""
+    folder = run_copy / "onnx"
+    target = folder / "model-int8.onnx"
+    assert not folder.exists(), "the run was copied with an export"
+    command = [sys.executable, "-m", "src.deployment.onnx_engine", str(run_copy), "int8", "onnxruntime", "cpu", "1"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder.is_dir() and any(path.name.startswith(".tmp-") for path in folder.iterdir())):
+        assert process.poll() is None, "the export ended before it was caught writing"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not target.exists(), "a killed export published a file"
+    assert any(path.name.startswith(".tmp-") for path in folder.iterdir())
+
+    assert onnx_engine.prepare(run_copy, "int8", threads=1).ok  # the next start
+    assert target.is_file()
+    assert sorted(path.name for path in folder.iterdir()) == [".export.lock", "model-int8.onnx"]
+
+
+def test_serve_refuses_an_export_that_disagrees_with_pytorch(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path
+) -> None:
+    """A cached export of another model (newer than the weights): the parity check stops the start."""
+    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
+    target = runs.onnx_file(run_copy, "int8")
+    target.write_bytes((tmp_path / "foreign.onnx").read_bytes())
+
+    result = run_module("src.deployment.serve", "--model-dir", str(run_copy), "--port", str(free_port()), timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    line = only_error_line(result.stderr)
+    assert "disagrees with PyTorch fp32" in line
+    assert "--runtime pytorch" in line
+    assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
