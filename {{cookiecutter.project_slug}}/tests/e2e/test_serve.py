@@ -3,10 +3,8 @@ the default CPU start through ONNX Runtime."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,28 +13,16 @@ import pytest
 
 from tests.helpers.models import copy_run, damaged_model
 from tests.helpers.processes import (
-    clean_env,
     free_port,
     only_error_line,
     run_module,
-    start_module,
     started,
     stop_group,
     wait_until_none_with,
 )
+from tests.helpers.server import start_server, wait_until_healthy
 
 MARK = "SERVE_TEST_RUN"  # in the environment of the server and of every process it starts
-
-
-def wait_until_serving(process: subprocess.Popen[str], port: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        assert process.poll() is None, "the server stopped"
-        time.sleep(0.3)
-    raise AssertionError("not serving within 120 s")
 
 
 def assert_nothing_left(port: int, run: Path) -> None:
@@ -54,21 +40,19 @@ def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
     trained_model: Path, tmp_path: Path, sig: int, code: int, when: str, precision: str
 ) -> None:
     """Ctrl-C while serving through ONNX Runtime: test_cpu_serves_through_onnx_runtime_by_default."""
-    port = free_port()
     run = copy_run(trained_model, tmp_path)  # a CPU start exports the ONNX model into the run
     run.chmod(0o755)
-    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run), "--precision",
-                           precision, env=clean_env(**{MARK: str(run)}), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)  # fmt: skip
-    with started(process):
+    server = start_server(run, "--precision", precision, **{MARK: str(run)})
+    with started(server.process):
         if when == "starting":
             time.sleep(4)  # the export child is importing torch or exporting
         else:
-            wait_until_serving(process, port)
-        assert stop_group(process, sig) == code
-        assert process.stderr is not None
-        assert "Traceback" not in process.stderr.read()
-    assert_nothing_left(port, run)
+            wait_until_healthy(server)
+        assert stop_group(server.process, sig) == code
+        log = server.output()
+        server.log.unlink()
+    assert "Traceback" not in log
+    assert_nothing_left(server.port, run)
 
 
 @pytest.mark.parametrize("refusal", ["damaged-folder", "port-in-use", "bad-flag"])
@@ -98,19 +82,16 @@ def test_cpu_serves_through_onnx_runtime_by_default(trained_model: Path, tmp_pat
 
     run = copy_run(trained_model, tmp_path)
     run.chmod(0o755)
-    port = free_port()
-    process = start_module("src.deployment.serve", "--port", str(port), "--model-dir", str(run),
-                           env=clean_env(**{MARK: str(run)}), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)  # fmt: skip
-    with started(process):
-        wait_until_serving(process, port)
+    server = start_server(run, **{MARK: str(run)})
+    with started(server.process):
+        wait_until_healthy(server)
         text = "great wonderful superb film"
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": text}, timeout=30).json()
-        assert stop_group(process, signal.SIGINT) == 130
-        assert process.stdout is not None
-        log = process.stdout.read()
+        answer = httpx.post(f"{server.url}/predict", json={"text": text}, timeout=30).json()
+        assert stop_group(server.process, signal.SIGINT) == 130
+        log = server.output()
+        server.log.unlink()
     assert "Traceback" not in log
-    assert_nothing_left(port, run)
+    assert_nothing_left(server.port, run)
     assert "agrees with PyTorch fp32" in log
     assert "worker ready on cpu: onnxruntime int8" in log
     assert (run / "onnx" / "model-int8.onnx").is_file()

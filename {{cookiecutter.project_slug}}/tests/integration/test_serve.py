@@ -182,14 +182,8 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
     return received, time.monotonic() - started
 
 
-def stall_body(server: Server) -> tuple[bytes, float]:
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: {server.headers['X-API-Key']}\r\n".encode())
-        sock.sendall(b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"text": "gre')  # ...and no more
-        return read_until_closed(sock, server.read_timeout + 10)
-
-
-def stall_headers(server: Server, sent: bytes) -> tuple[bytes, float]:
+def stall(server: Server, sent: bytes) -> tuple[bytes, float]:
+    """Send `sent` and nothing more; what came back before the server closed, and after how long."""
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(sent)
         return read_until_closed(sock, server.read_timeout + 10)
@@ -212,11 +206,13 @@ def stall_next_headers(server: Server) -> tuple[bytes, float]:
 def stalled(server: Server) -> Iterator[dict[str, Future[tuple[bytes, float]]]]:
     """Every slow client of this module, started at once: each waits out the read timeout, so
     together they take one timeout, not four. A test reads its own outcome (what it received, how long)."""
+    key = server.headers["X-API-Key"]
+    headers = f"POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n".encode()
     with ThreadPoolExecutor(max_workers=4) as pool:
         yield {
-            "body": pool.submit(stall_body, server),
-            "nothing": pool.submit(stall_headers, server, b""),
-            "half-headers": pool.submit(stall_headers, server, b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
+            "body": pool.submit(stall, server, headers + b'Content-Length: 100\r\n\r\n{"text": "gre'),  # ...no more
+            "nothing": pool.submit(stall, server, b""),
+            "half-headers": pool.submit(stall, server, b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
             "keep-alive": pool.submit(stall_next_headers, server),
         }
 
