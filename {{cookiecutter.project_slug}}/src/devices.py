@@ -11,6 +11,7 @@ without it.
 
 from __future__ import annotations
 
+import os
 import typing
 from typing import Literal
 
@@ -24,6 +25,13 @@ SERVING_RUNTIMES: tuple[str, ...] = typing.get_args(ServingRuntime)
 CPU_SERVING_PRECISION = "int8"
 CPU_SERVING_RUNTIME = "onnxruntime"
 ONNX_PRECISIONS = ("fp32", "int8")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity on Linux; macOS has no such call)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def cuda_available() -> bool:

@@ -115,6 +115,8 @@ EVALUATE = Command("evaluate", "Evaluate a finished run and write its report.", 
     Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
     Flag("--precision", None, f"{FULL_PRECISION} (default: the model as trained), or as served: auto, bf16, fp16, "
          "int8", {"default": FULL_PRECISION}),
+    Flag("--runtime", None, "auto (ONNX Runtime for int8 on CPU, as served), pytorch or onnxruntime",
+         {"default": "auto"}),
 ))  # fmt: skip
 
 PREDICT = Command("predict", "Classify the texts in a file.", (
@@ -123,6 +125,7 @@ PREDICT = Command("predict", "Classify the texts in a file.", (
     Flag("--model-dir", "serving.model_dir", "saved model folder", PATH),
     Flag("--text-column", None, "column holding the text (default: the run's data.text_column)"),
     Flag("--precision", "serving.precision", "auto, fp32, bf16, fp16 or int8"),
+    Flag("--runtime", "serving.runtime", "auto, pytorch or onnxruntime (CPU)"),
     Flag("--force", None, "replace OUTPUT if it exists", SWITCH),
 ))  # fmt: skip
 

@@ -168,6 +168,13 @@ def prepare(model_dir: Path, precision: str, threads: int) -> Parity:
     return parity
 
 
+def describe(parity: Parity, precision: str) -> str:
+    return (
+        f"ONNX Runtime {precision} agrees with PyTorch fp32 on {parity.source}: labels {parity.label_agreement:.1%},"
+        f" largest probability change {parity.max_probability_change:.4f}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m src.deployment.onnx_engine MODEL_DIR PRECISION RUNTIME ACCELERATOR THREADS (serve runs it)."""
     from transformers.utils import logging as transformers_logging
@@ -181,11 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     precision = serving_precision(precision, device)
     parity = prepare(Path(model_dir), precision, int(threads))
-    print(
-        f"ONNX Runtime {precision} agrees with PyTorch fp32 on {parity.source}: labels {parity.label_agreement:.1%},"
-        f" largest probability change {parity.max_probability_change:.4f}",
-        flush=True,
-    )
+    print(describe(parity, precision), flush=True)
     return 0
 
 

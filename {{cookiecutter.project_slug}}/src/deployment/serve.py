@@ -31,7 +31,13 @@ from src import errors, flags
 from src.config import ServingSettings, load_settings
 from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
 from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
-from src.devices import CPU_SERVING_PRECISION, check_serving_precision, check_serving_runtime, serving_runtime
+from src.devices import (
+    CPU_SERVING_PRECISION,
+    check_serving_precision,
+    check_serving_runtime,
+    cpu_cores,
+    serving_runtime,
+)
 from src.errors import UserError
 from src.model_folder import ModelFolder, inspect_model_folder, model_to_serve
 
@@ -79,7 +85,7 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
 def threads_per_worker(serving: ServingSettings) -> int:
     if serving.threads_per_worker is not None:
         return serving.threads_per_worker
-    return max(1, len(os.sched_getaffinity(0)) // serving.workers_per_device)
+    return max(1, cpu_cores() // serving.workers_per_device)
 
 
 def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:

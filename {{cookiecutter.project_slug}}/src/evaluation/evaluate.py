@@ -5,8 +5,10 @@ run's settings.yaml, same subset as training used) or `--data FILE` with the ser
 classifier, and writes beside the model: evaluation.json (accuracy, macro F1, per-class
 precision/recall/F1/support, the confusion matrix), mistakes.csv (wrong predictions, most
 confident first), the pictures (training curves, learning rate, confusion matrix) and
-report.md embedding them. `--data FILE` writes into `<run>/eval-<file name>/` instead, so the
-run's own report stays. Training calls `write_run_report` on every run it publishes.
+report.md embedding them. `--precision int8` measures the model as served on CPU (through
+ONNX Runtime; `--runtime pytorch` for PyTorch's int8). `--data FILE` writes into
+`<run>/eval-<file name>/` instead, so the run's own report stays. Training calls
+`write_run_report` on every run it publishes.
 """
 
 from __future__ import annotations
@@ -110,15 +112,17 @@ def evaluate(
     training: Mapping[str, Any] | None = None,
     published_as: Path | None = None,
     precision: str = FULL_PRECISION,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Classify `examples` with the model and write evaluation.json, mistakes.csv, pictures, report.md.
 
     `published_as`: where the model will be once published (it is evaluated in its staging folder).
     `precision`: fp32 measures the model as trained (what metrics.json has); `auto` as served.
+    `runtime`: auto runs it as the server would (on CPU, int8 through ONNX Runtime).
     """
     from src.evaluation import inference  # torch: only once there is something to classify
 
-    classifier = inference.load(model_dir, precision)
+    classifier = inference.load(model_dir, precision, runtime=runtime)
     names = classifier.labels
     unknown = sorted(set(examples.labels) - set(names))
     if unknown:
@@ -138,6 +142,7 @@ def evaluate(
         "data": examples.description,
         "evaluated_at": runs.timestamp(runs.now_utc()),
         "precision": classifier.precision,
+        "runtime": classifier.runtime,
         "device": str(classifier.device),
         **metrics.classification_report(truth, predicted, names),
         "mistakes": len(mistakes),
@@ -219,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.label_column or columns.get("label_column", "label"),
         )
         target = _target_for(model_dir, args.data)
-    evaluation = evaluate(model_dir, examples, target, metric, training_summary(model_dir), precision=args.precision)
+    evaluation = evaluate(
+        model_dir, examples, target, metric, training_summary(model_dir), precision=args.precision, runtime=args.runtime
+    )
     summary = {key: evaluation[key] for key in ("accuracy", "macro_f1", "count", "mistakes")}
     print(json.dumps({"run": model_dir.name, **summary, "report": str(target / report.REPORT)}, indent=2))
     return 0

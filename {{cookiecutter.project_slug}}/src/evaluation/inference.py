@@ -1,5 +1,9 @@
 """Batched prediction with the server's own classifier, on the best device, with a progress bar.
 
+`load` picks the runtime as the server does: on CPU, ONNX Runtime for int8 (serving.runtime
+auto), exported into the run folder and checked against PyTorch first (onnx_engine.prepare:
+the same files and the same refusal as `uv run serve`); PyTorch otherwise.
+
 `predict` and `evaluate` both go through `classify`, which runs `Classifier.predict` (what the
 server's worker runs) on chunks of the texts sorted by token count, the order the classifier
 uses itself. A chunk is a whole number of its micro-batches, so every micro-batch holds the
@@ -10,6 +14,7 @@ also under int8, whose activation scales depend on the batch. The price is token
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +22,24 @@ from tqdm import tqdm
 
 from src.deployment.classifier import MICRO_BATCH, Classifier
 from src.deployment.schemas import Prediction
-from src.devices import best_device
+from src.devices import best_device, cpu_cores, serving_precision, serving_runtime
 
 # Texts per call: enough to keep the device busy, few enough for the progress bar to move.
 CHUNK = 16 * MICRO_BATCH
 ENCODE_CHUNK = 2048
 
 
-def load(model_dir: Path, precision: str = "auto", device: str | None = None) -> Classifier:
-    return Classifier(model_dir, device or best_device(), precision=precision)
+def load(model_dir: Path, precision: str = "auto", device: str | None = None, runtime: str = "auto") -> Classifier:
+    """The model as `uv run serve` would run it with this precision and runtime on `device`."""
+    device = device or best_device()
+    if serving_runtime(runtime, precision, device) == "pytorch":
+        return Classifier(model_dir, device, precision=precision)
+    from src.deployment import onnx_engine
+
+    threads = cpu_cores()
+    parity = onnx_engine.prepare(model_dir, serving_precision(precision, device), threads)
+    print(onnx_engine.describe(parity, serving_precision(precision, device)), file=sys.stderr, flush=True)
+    return Classifier(model_dir, device, precision=precision, runtime="onnxruntime", threads=threads)
 
 
 def classify(classifier: Classifier, texts: Sequence[str], description: str = "predict") -> list[Prediction]:

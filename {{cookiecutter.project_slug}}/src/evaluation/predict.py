@@ -4,9 +4,10 @@ INPUT is .jsonl, .json, .csv, .parquet or plain text (one text per line; `-` rea
 from stdin). Every row comes back with `predicted_label`, `predicted_score` and one
 `probability_<label>` per label beside its own columns, in the input's format (plain text
 becomes JSON lines). The default OUTPUT is `<input>.predictions.<ext>` beside the input
-(stdout for stdin). The model and precision are the server's (serving.model_dir and
-serving.precision, or --model-dir and --precision), run by the server's own classifier in
-length-sorted batches on the best device.
+(stdout for stdin). The model, precision and runtime are the server's (serving.model_dir,
+serving.precision and serving.runtime, or --model-dir, --precision and --runtime), run by the
+server's own classifier in length-sorted batches on the best device: on CPU, int8 through
+ONNX Runtime, exported and checked against PyTorch as `uv run serve` does.
 Everything is read and checked before the model loads, and the output is written only at
 the end, through a temporary file: an error or Ctrl-C leaves no half file.
 """
@@ -78,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.evaluation import inference  # torch: only once the input is known to be good
 
     device = best_device()
-    classifier = inference.load(model_dir, serving.precision, device)  # as the server runs it
+    classifier = inference.load(model_dir, serving.precision, device, serving.runtime)  # as the server runs it
     print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} "
-          f"({classifier.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
+          f"({classifier.runtime} {classifier.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
     predictions = inference.classify(classifier, texts)
     rows = [
         {

@@ -140,7 +140,8 @@ def markdown(
         f"# {title}",
         "",
         f"Model `{evaluation['model_dir']}`, evaluated on {evaluation['data']} "
-        f"({evaluation['count']} examples, {evaluation['precision']} on {evaluation['device']}) "
+        f"({evaluation['count']} examples, {evaluation.get('runtime', 'pytorch')} {evaluation['precision']} on "
+        f"{evaluation['device']}) "
         f"at {evaluation['evaluated_at']}.",
         "",
         "| accuracy | macro F1 | examples | mistakes |",

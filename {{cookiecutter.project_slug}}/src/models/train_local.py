@@ -27,6 +27,7 @@ from pathlib import Path
 
 from src import errors, flags, runs
 from src.config import SMOKE_SETTINGS_FILE, Settings, load_settings
+from src.devices import cpu_cores
 from src.errors import UserError
 from src.hub import hub_downloads, hub_reachable, offline_message
 from src.models import smoke
@@ -139,18 +140,13 @@ def free_port() -> int:
         return port
 
 
-def cpu_threads() -> int:
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, available or 1)
-
-
 def command(args: Sequence[str], plan: Layout) -> list[str]:
     distributed = ["--multi_gpu"] if plan.world_size > 1 else []
     if plan.num_machines > 1:
         distributed += ["--machine_rank", str(plan.machine_rank), "--main_process_ip", plan.main_address]
     if plan.world_size > 1:
         distributed += ["--main_process_port", str(plan.main_port)]
-    threads = max(1, cpu_threads() // plan.processes_per_machine)
+    threads = max(1, cpu_cores() // plan.processes_per_machine)
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         *distributed,

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import start_module, started
+from tests.helpers.processes import clean_env, start_module, started
 from tests.helpers.texts import reviews, write_jsonl
 
 
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_predict_leaves_no_file(trained_model: Path, tmp_path: Path, sent: int, code: int) -> None:
+def test_interrupted_predict_leaves_no_file(
+    trained_model: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sent: int, code: int
+) -> None:
     source = write_jsonl(tmp_path / "many.jsonl", reviews(300, repeat=3) * 100)  # a minute of work
-    process = start_module("src.evaluation.predict", str(source), "--model-dir", str(trained_model),
+    cache = clean_env(XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))  # the read-only run's ONNX export
+    process = start_module("src.evaluation.predict", str(source), "--model-dir", str(trained_model), env=cache,
                            stderr=subprocess.PIPE)  # fmt: skip
     with started(process):
         stderr = interrupt_while_classifying(process, sent)

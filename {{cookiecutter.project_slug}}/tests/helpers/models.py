@@ -14,6 +14,7 @@ from typing import Any
 
 from src.config import DEFAULT_SETTINGS_FILE, SMOKE_SETTINGS_FILE, Settings, load_settings
 from src.models import smoke
+from src.runs import ONNX_FOLDER
 
 
 def smoke_settings(assets: dict[str, Path], output_dir: Path, environ: dict[str, str] | None = None,
@@ -50,9 +51,16 @@ def smoke_file_settings() -> Settings:
 
 
 def copy_run(run_dir: Path, target: Path) -> Path:
-    """A copy of a published run, for a test that writes into it or damages it."""
+    """A copy of a published run, for a test that writes into it or damages it.
+
+    As published: without the ONNX export predict or evaluate may have made of the shared run
+    (read-only, but not to root, which CI runs as)."""
     copied = target / run_dir.name
-    shutil.copytree(run_dir, copied, symlinks=True)
+
+    def export(folder: str, _: list[str]) -> list[str]:
+        return [ONNX_FOLDER] if folder == str(run_dir) else []
+
+    shutil.copytree(run_dir, copied, symlinks=True, ignore=export)
     return copied
 
 

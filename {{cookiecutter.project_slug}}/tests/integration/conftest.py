@@ -12,3 +12,10 @@ def one_torch_thread() -> None:
     when another program holds a core (training steps then run 5-15x slower). The commands and
     the server set their own thread counts; tests/e2e runs them as they are."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def onnx_exports_in_a_test_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict and evaluate run ONNX Runtime on CPU as serve does; the trained run is read-only, so
+    its export goes to the cache: one for the whole test run, never the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

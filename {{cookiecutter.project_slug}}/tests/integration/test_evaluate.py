@@ -13,6 +13,7 @@ from matplotlib import image
 
 from src import runs
 from src.deployment.classifier import Classifier
+from src.devices import cpu_cores
 from src.evaluation import evaluate, report
 from src.evaluation.evaluate import EVALUATION
 from src.models.train_model import train
@@ -121,6 +122,24 @@ def test_evaluate_on_another_file(run_copy: Path, trained_model: Path, tmp_path:
     assert read(run_copy / EVALUATION) == read(trained_model / EVALUATION), "the run's own report is left alone"
 
 
+@pytest.mark.parametrize(("runtime", "engine"), [("auto", "onnxruntime"), ("pytorch", "pytorch")])
+def test_evaluate_as_served_in_int8(run_copy: Path, tmp_path: Path, runtime: str, engine: str) -> None:
+    """--precision int8 measures what the CPU server answers: ONNX Runtime (the run's export, checked), or PyTorch."""
+    texts = ["great wonderful superb film", "awful boring dull mess", "a moving, brilliant cast", "tedious"]
+    data = tmp_path / "held.jsonl"
+    truth = ["pos", "neg", "pos", "neg"]
+    rows = [json.dumps({"text": text, "label": label}) for text, label in zip(texts, truth, strict=True)]
+    data.write_text("\n".join(rows) + "\n")
+    argv = ["--model-dir", str(run_copy), "--data", str(data), "--precision", "int8", "--runtime", runtime]
+    assert call(evaluate.main, *argv) == 0
+    evaluation = read(run_copy / "eval-held.jsonl" / EVALUATION)
+    assert (evaluation["runtime"], evaluation["precision"]) == (engine, "int8")
+    assert (runs.onnx_file(run_copy, "int8").is_file()) == (engine == "onnxruntime"), "exported only when used"
+    served = Classifier(run_copy, precision="int8", runtime=engine, threads=cpu_cores()).predict(texts)
+    assert evaluation["accuracy"] == np.mean([p.label == t for p, t in zip(served, truth, strict=True)])
+    assert f"{engine} int8 on cpu" in (run_copy / "eval-held.jsonl" / report.REPORT).read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -129,6 +148,8 @@ def test_evaluate_on_another_file(run_copy: Path, trained_model: Path, tmp_path:
         (["--data", "{dir}/labels.jsonl"], r"line 2: label 'maybe' in 'label' is none of the model's labels"),
         (["--data", "{dir}/plain.txt"], "plain text has no labels"),
         (["../escape"], "a run id is a folder name"),
+        (["--runtime", "tensorrt"], "serving.runtime: 'tensorrt' is not one of"),
+        (["--runtime", "onnxruntime", "--precision", "bf16"], "onnxruntime serves fp32 or int8"),
     ],
 )
 def test_evaluate_errors_are_one_line(

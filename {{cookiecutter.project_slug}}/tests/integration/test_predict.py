@@ -10,26 +10,66 @@ from pathlib import Path
 import httpx
 import pytest
 
+from src import runs
+from src.deployment import onnx_engine
 from src.deployment.classifier import Classifier
+from src.devices import cpu_cores
 from src.evaluation import predict, tables
 from tests.helpers.models import MODEL_DAMAGES, damaged_model
 from tests.helpers.processes import call, only_error_line
 from tests.helpers.texts import reviews, write_jsonl
 
 
-def test_1000_rows_equal_the_servers_classifier(trained_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["auto", "pytorch"])
+def test_1000_rows_equal_the_servers_classifier(
+    trained_model: Path, tmp_path: Path, runtime: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     texts = reviews(1000)
     source = write_jsonl(tmp_path / "reviews.jsonl", texts)
-    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 0
+    assert call(predict.main, str(source), "--model-dir", str(trained_model), "--runtime", runtime) == 0
     rows = [json.loads(line) for line in (tmp_path / "reviews.predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1000
     assert [row["id"] for row in rows] == list(range(1000)), "input order and columns kept"
-    expected = Classifier(trained_model).predict(texts)  # the server's worker, same precision
+    engine = "onnxruntime" if runtime == "auto" else "pytorch"  # auto on CPU: int8 through ONNX Runtime, as served
+    assert f"({engine} int8 on cpu)" in capsys.readouterr().err
+    # The server's worker, same runtime and precision (the export predict made and checked).
+    expected = Classifier(trained_model, precision="int8", runtime=engine, threads=cpu_cores()).predict(texts)
     for row, prediction in zip(rows, expected, strict=True):
         assert row["predicted_label"] == prediction.label
         assert row["predicted_score"] == prediction.score, "same micro-batches: the same numbers"
         assert row["probability_neg"] + row["probability_pos"] == pytest.approx(1.0, abs=1e-5)
         assert row["predicted_score"] == max(row["probability_neg"], row["probability_pos"])
+
+
+def test_an_onnx_export_that_disagrees_with_pytorch_is_refused_like_serve_refuses_it(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cached export of another model (newer than the weights): predict stops before classifying."""
+    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
+    runs.onnx_file(run_copy, "int8").write_bytes((tmp_path / "foreign.onnx").read_bytes())
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
+    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 2
+    line = only_error_line(capsys.readouterr().err)
+    assert "disagrees with PyTorch fp32" in line
+    assert "--runtime pytorch" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["foreign.onnx", "reviews.jsonl", "runs"], "no output"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--runtime", "tensorrt"], "serving.runtime"),
+        (["--runtime", "onnxruntime", "--precision", "fp16"], "onnxruntime serves fp32 or int8"),
+    ],
+    ids=["unknown", "half-precision"],
+)
+def test_a_runtime_that_cannot_run_is_refused(
+    trained_model: Path, tmp_path: Path, argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(5))
+    assert call(predict.main, str(source), "--model-dir", str(trained_model), *argv) == 2
+    assert words in only_error_line(capsys.readouterr().err)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output"
 
 
 def test_a_few_through_a_real_server(trained_model: Path, client: httpx.Client, tmp_path: Path) -> None:
