@@ -31,6 +31,9 @@ ENCODE_CHUNK = 2048
 
 def load(model_dir: Path, precision: str = "auto", device: str | None = None, runtime: str = "auto") -> Classifier:
     """The model as `uv run serve` would run it with this precision and runtime on `device`."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Loading weights", once per load
     device = device or best_device()
     if serving_runtime(runtime, precision, device) == "pytorch":
         return Classifier(model_dir, device, precision=precision)
