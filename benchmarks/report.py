@@ -48,11 +48,21 @@ def sections() -> list[str]:
             + markdown_table(["mode", "samples/s"], rows)
         )
     if serving := load("serving_throughput"):
+        by_round = serving.get("requests_per_second_by_round") or {}
         rows = [
             [mode, level, r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"]]
+            + ([f"{min(by_round[mode][level]):.1f}-{max(by_round[mode][level]):.1f}"] if by_round else [])
             for mode, by_level in serving["served"].items()
             for level, r in by_level.items()
         ]
+        header = ["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"]
+        header += ["requests/s, lowest-highest round"] if by_round else []
+        medians = (
+            f" Each number is the median of {serving['rounds']} interleaved rounds (every server once per round, the"
+            " order rotated by one each round); the last column is the spread of requests/s over the rounds."
+            if by_round
+            else ""
+        )
         ceilings = serving["in_process_ceiling_samples_per_second"]
         if not isinstance(ceilings, dict):  # results from before the int8 option
             ceilings = {"fp32": ceilings}
@@ -61,8 +71,8 @@ def sections() -> list[str]:
         text = (
             f"**Serving** (`benchmarks/serving_throughput.py`): {serving['model']}, short reviews "
             f"(~{serving['mean_words_per_text']:.0f} words), client and server on the same {serving['machine']}. "
-            f"In-process batched ceiling (samples/s): {ceiling_text}. {ratios}.\n\n"
-            + markdown_table(["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows)
+            f"In-process batched ceiling (samples/s): {ceiling_text}. {ratios}.{medians}\n\n"
+            + markdown_table(header, rows)
         )
         accuracy = serving.get("int8_accuracy_on_smoke_eval") or {}
         by_runtime = accuracy if "eval_samples" not in accuracy else {"int8": accuracy}  # older results: one

@@ -14,7 +14,10 @@ review-like texts, the same client (httpx, asyncio, closed loop) on the same mac
   - `hand-written FastAPI + ONNX Runtime int8`: what a performance-minded user writes: the model
     exported with torch.onnx.export, quantized with onnxruntime.quantization.quantize_dynamic,
     one InferenceSession called per request from a FastAPI endpoint;
-at concurrency 1, 16 and 64, plus the in-process ceiling (Classifier.predict on batches of 32)
+at concurrency 1, 16 and 64, in ROUNDS interleaved rounds (each round starts every server in turn, in
+an order rotated by one server per round, so that slow minutes of a shared machine fall on
+different servers; the tables hold each number's median over the rounds, and the JSON also keeps
+every round's requests/s), plus the in-process ceiling (Classifier.predict on batches of 32)
 and the accuracy change of int8 (PyTorch and ONNX Runtime) on the smoke eval split (a smoke
 model trained here). Writes benchmarks/results/serving_throughput.json.
 """
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write
 
 CONCURRENCY = (1, 16, 64)
+ROUNDS = 3  # two single runs of the same app minutes apart read 66 and 107 req/s here
 REQUESTS = {1: 48, 16: 192, 64: 256}
 TRAINED_LENGTH = 256  # the template's model.max_length
 DEFAULT = "serve: onnxruntime int8 (default)"
@@ -265,6 +269,28 @@ def measure(name: str, model_dir: Path, sample: list[str]) -> dict[int, dict[str
         process.wait(timeout=30)
 
 
+def interleaved(model_dir: Path, sample: list[str]) -> list[dict[str, dict[int, dict[str, float]]]]:
+    names = list(SERVERS)
+    rounds = []
+    for index in range(ROUNDS):
+        shift = index % len(names)
+        order = names[shift:] + names[:shift]
+        print(f"round {index + 1} of {ROUNDS}: {', '.join(order)}", flush=True)
+        rounds.append({name: measure(name, model_dir, sample) for name in order})
+    return rounds
+
+
+def medians(rounds: list[dict[str, dict[int, dict[str, float]]]]) -> dict[str, dict[int, dict[str, float]]]:
+    metrics = list(rounds[0][DEFAULT][CONCURRENCY[0]])
+    return {
+        name: {
+            level: {metric: statistics.median(r[name][level][metric] for r in rounds) for metric in metrics}
+            for level in CONCURRENCY
+        }
+        for name in SERVERS
+    }
+
+
 def targets(ceilings: dict[str, float], served: dict[str, dict[int, dict[str, float]]]) -> list[dict[str, Any]]:
     ours, fp32, handwritten, onnx_app = served[DEFAULT], served["serve: pytorch fp32"], served[HANDWRITTEN], served[
         HANDWRITTEN_ONNX]  # fmt: skip
@@ -296,7 +322,8 @@ def main() -> None:
         accuracy = int8_accuracy(Path(scratch))
         model_dir = save_model(Path(scratch))
         ceilings = {name: ceiling(model_dir, sample, *how) for name, how in CEILINGS.items()}
-        served = {name: measure(name, model_dir, sample) for name in SERVERS}
+        rounds = interleaved(model_dir, sample)
+    served = medians(rounds)
     rps = {name: rows[64]["requests_per_second"] for name, rows in served.items()}
     ratios = {
         "default serve / hand-written ONNX Runtime app at concurrency 64": rps[DEFAULT] / rps[HANDWRITTEN_ONNX],
@@ -317,7 +344,12 @@ def main() -> None:
             "mean_words_per_text": statistics.mean(len(text.split()) for text in sample),
             "in_process_ceiling_samples_per_second": ceilings,
             "int8_accuracy_on_smoke_eval": accuracy,  # by runtime
+            "rounds": ROUNDS,
             "served": {mode: {str(level): row for level, row in rows.items()} for mode, rows in served.items()},
+            "requests_per_second_by_round": {
+                mode: {str(level): [r[mode][level]["requests_per_second"] for r in rounds] for level in CONCURRENCY}
+                for mode in SERVERS
+            },
             "ratios": ratios,
             "targets": checks,
             "wall_seconds": time.monotonic() - started,
