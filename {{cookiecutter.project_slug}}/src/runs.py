@@ -43,6 +43,7 @@ RUN_SETTINGS = "settings.yaml"  # the settings the run was trained with
 TRAINER_STATE = "trainer_state.json"  # the Trainer's log history (written last into a checkpoint, too)
 ONNX_FOLDER = "onnx"  # serving's ONNX Runtime exports (src/deployment/onnx_engine.py)
 TIME_FORMAT = "%Y%m%d-%H%M%S"
+MODEL_CONFIGS = ("config.json", "adapter_config.json")  # a saved model, or a LoRA adapter on a base model
 
 
 class ModelNotFoundError(UserError):
@@ -225,7 +226,7 @@ def resolve_model_dir(path: Path) -> Path:
     path = path.resolve()
     if path.is_file():
         raise ModelNotFoundError(f"{path} is a file: give the folder that holds the saved model (config.json)")
-    if not (path / "config.json").is_file():
+    if not any((path / name).is_file() for name in MODEL_CONFIGS):
         raise ModelNotFoundError(
             f"no trained model at {path}: run `uv run train-local` to fine-tune one "
             "(or `uv run train-local --smoke` for a tiny offline model), "

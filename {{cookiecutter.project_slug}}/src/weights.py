@@ -1,8 +1,9 @@
 """What complete weights are: the one check that training's resume and serving's start-up share.
 
 A saved model's weights are `model.safetensors` (or shards listed in an index) or a torch
-zip archive (`pytorch_model.bin`); a Trainer checkpoint adds the optimizer and scheduler
-state and, written last, trainer_state.json. The checks read headers and archive indices,
+zip archive (`pytorch_model.bin`), a LoRA adapter's `adapter_model.safetensors` beside its
+`adapter_config.json`; a Trainer checkpoint adds the optimizer and scheduler state and,
+written last, trainer_state.json. The checks read headers and archive indices,
 never the tensors, and import no torch: a second or so on a real-size model. Each returns
 None when the file (or folder) is complete, else what is wrong with it.
 """
@@ -20,7 +21,9 @@ from src.runs import TRAINER_STATE
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
-CHECKPOINT_FILES = ("config.json", "optimizer.pt", "scheduler.pt")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's save_pretrained: the adapters only
+ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_FILES = ("optimizer.pt", "scheduler.pt")
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
@@ -103,6 +106,8 @@ def weights_problem(model_dir: Path) -> tuple[Path, str] | None:
         files = [model_dir / shard for shard in sorted(shards)]
     elif (model_dir / PYTORCH_WEIGHTS).is_file():
         files = [model_dir / PYTORCH_WEIGHTS]
+    elif (model_dir / ADAPTER_WEIGHTS).is_file():
+        files = [model_dir / ADAPTER_WEIGHTS]
     else:
         return model_dir, f"no weights ({SAFETENSORS} or {PYTORCH_WEIGHTS})"
     for path in files:
@@ -121,7 +126,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     damaged = weights_problem(checkpoint)
     if damaged:
         return f"{damaged[0].name}: {damaged[1]}"
-    for required in CHECKPOINT_FILES:
+    config = ADAPTER_CONFIG if (checkpoint / ADAPTER_WEIGHTS).is_file() else "config.json"
+    for required in (config, *CHECKPOINT_FILES):
         if not (checkpoint / required).is_file():
             return f"{required} is missing"
     for path in sorted(checkpoint.iterdir()):

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from src.deployment.schemas import API_KEY_HEADER
 
 API_KEY_HEADER_BYTES = API_KEY_HEADER.lower().encode()
+BEARER = b"bearer "  # `Authorization: Bearer <key>`: how OpenAI's and most HTTP clients send a key
 
 
 def _printable(value: object) -> object:
@@ -52,8 +53,9 @@ async def validation_error(request: Request, error: Exception) -> JSONResponse:
 class RequestGuard:
     """Pure ASGI middleware in front of every route of the API servers.
 
-    - With LIT_SERVER_API_KEY set, every request needs it in `X-API-Key` (LitServe's own
-      check covers only /predict and /health; this covers /docs, /openapi.json, /info, ...).
+    - With LIT_SERVER_API_KEY set, every request needs it in `X-API-Key` or as
+      `Authorization: Bearer <key>` (LitServe's own check covers only /predict and /health;
+      this covers /docs, /openapi.json, /info, ...).
     - A POST body is read as JSON whatever Content-Type the client sent (`curl -d` sends a
       form type), within `body_timeout` seconds (serving.read_timeout): a client that sends
       headers and then stalls gets 408 and is disconnected, so half-open requests cannot
@@ -71,9 +73,13 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.api_key is not None and not hmac.compare_digest(headers.get(API_KEY_HEADER_BYTES, b""), self.api_key):
-            await _respond(send, 401, "missing or wrong X-API-Key header")
-            return
+        if self.api_key is not None:
+            if not self._authorized(headers):
+                await _respond(send, 401, "missing or wrong X-API-Key header (or Authorization: Bearer key)")
+                return
+            # LitServe checks X-API-Key itself on its own routes: a Bearer key goes on as that header.
+            kept = [(key, value) for key, value in scope["headers"] if key != API_KEY_HEADER_BYTES]
+            scope = {**scope, "headers": [*kept, (API_KEY_HEADER_BYTES, self.api_key)]}
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -102,6 +108,14 @@ class RequestGuard:
         length = str(len(body)).encode()
         scope = {**scope, "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", length)]}
         await self.app(scope, replay, send)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.api_key is not None  # noqa: S101 - only called with a key set
+        authorization = headers.get(b"authorization", b"")
+        bearer = authorization[len(BEARER) :] if authorization[: len(BEARER)].lower() == BEARER else b""
+        given = headers.get(API_KEY_HEADER_BYTES, b"")
+        # Both compared, whichever was sent: the time taken says nothing about the key.
+        return hmac.compare_digest(given, self.api_key) | hmac.compare_digest(bearer.strip(), self.api_key)
 
     async def _read_body(self, receive: Any) -> bytes | None:
         chunks: list[bytes] = []

@@ -110,6 +110,10 @@ def test_api_key_guards_every_route(server: Server) -> None:
     assert httpx.get(f"{url}/openapi.json", headers=wrong).status_code == 401
     assert httpx.post(f"{url}/predict", json={"text": "great"}, headers=server.headers).status_code == 200
     assert httpx.get(f"{url}/openapi.json", headers=server.headers).status_code == 200
+    bearer = {"Authorization": f"Bearer {server.headers['X-API-Key']}"}  # how OpenAI-style clients send a key
+    assert httpx.post(f"{url}/predict", json={"text": "great"}, headers=bearer).status_code == 200
+    wrong_bearer = {"Authorization": "Bearer wrong"}
+    assert httpx.post(f"{url}/predict", json={"text": "great"}, headers=wrong_bearer).status_code == 401
 
 
 # --- Bodies that parse as JSON but cannot be echoed back, and other hostile input ---
