@@ -1,6 +1,8 @@
 """Make the freshly generated project usable at once.
 
-Locks the dependencies with uv (when uv and the package index answer), makes the
+First it lays the chosen task's own files over the shared ones (`_tasks/<task>/`, with
+`REMOVED` naming the default task's files that task does without), so a project carries
+its task's code only. Then it locks the dependencies with uv (when uv and the package index answer), makes the
 first git commit (when git is present), installs the pre-commit git hook if the
 user asked for it, then prints the next commands. Under cruft it only renders.
 Nothing here is fatal: a missing tool becomes a note saying what to run by hand.
@@ -21,6 +23,28 @@ from pathlib import Path
 # Template tests and offline generation set this to skip the (slow) `uv lock`.
 SKIP_LOCK_ENV = "MLCC_SKIP_UV_LOCK"
 LOCK_TIMEOUT_S = 300
+TASKS_DIR = Path("_tasks")
+REMOVED = "REMOVED"  # in a task's folder: the paths (one per line) of default-task files it drops
+
+
+def apply_task(task: str, root: Path = Path()) -> None:
+    """Remove what the task drops, move its files into place, then remove every task folder."""
+    overlay = root / TASKS_DIR / task
+    if overlay.is_dir():
+        removed = overlay / REMOVED
+        names = removed.read_text(encoding="utf-8").split() if removed.is_file() else []
+        for name in names:
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()  # a missing file is a template bug: fail loudly
+        for source in sorted(overlay.rglob("*")):
+            if source.is_file() and source != removed:
+                target = root / source.relative_to(overlay)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    shutil.rmtree(root / TASKS_DIR, ignore_errors=True)
 
 
 def run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -88,6 +112,7 @@ def rendered_by_cruft(answers: dict[str, object]) -> bool:
 
 def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | tojson }}""")
+    apply_task(answers.get("task", "text-classification"))  # part of rendering: under cruft too
     if rendered_by_cruft(answers):
         notes = [
             "rendered by cruft: left uv, git and pre-commit alone; in a new project run `uv lock`,"

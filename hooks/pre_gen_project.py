@@ -14,6 +14,7 @@ import sys
 import unicodedata
 
 CLOUDS = ("gcp", "aws", "azure")
+TASKS = ("text-classification", "text-generation")
 YES_NO = ("no", "yes")
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 # A Hub id is "name" or "org/name"; anything else must look like a filesystem path.
@@ -51,6 +52,8 @@ def problems(answers: dict[str, str]) -> list[str]:
             f"model_checkpoint {checkpoint!r} is invalid: use a Hub id ('name' or 'org/name')"
             " or a path starting with '/', './', '../' or '~/'"
         )
+    if answers.get("task", TASKS[0]) not in TASKS:
+        found.append(f"task {answers['task']!r} is invalid: choose one of {', '.join(TASKS)}")
     if answers["default_cloud"] not in CLOUDS:
         found.append(f"default_cloud {answers['default_cloud']!r} is invalid: choose one of {', '.join(CLOUDS)}")
     if answers["install_pre_commit"] not in YES_NO:

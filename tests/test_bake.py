@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from tests.conftest import CLOUDS, Baked
+from tests.conftest import CLOUDS, TASKS, Baked
 
 LAYOUT = [
     ".github/workflows/ci.yaml",
@@ -30,19 +30,46 @@ LAYOUT = [
     "README.md",
 ]
 # The commands the README promises; every taskipy task must also be a console script.
-TASKS = {"lint", "format", "test", "train-local", "train-cloud", "serve", "serve-cloud", "evaluate", "predict"}
-TASKS |= {"compare"}
+COMMANDS = {"lint", "format", "test", "train-local", "train-cloud", "serve", "serve-cloud", "evaluate", "predict"}
+COMMANDS |= {"compare"}
 
 
-@pytest.fixture(params=CLOUDS)
+@pytest.fixture(params=[(task, cloud) for task in TASKS for cloud in CLOUDS], ids=lambda pair: "-".join(pair))
 def project(request: pytest.FixtureRequest, baker: Callable[..., Baked]) -> Baked:
-    return baker(default_cloud=request.param, project_name="Sentiment Lab")
+    task, cloud = request.param
+    return baker(task=task, default_cloud=cloud, project_name="Sentiment Lab")
 
 
 def test_layout(project: Baked) -> None:
     missing = [item for item in LAYOUT if not (project.path / item).exists()]
     assert not missing
     assert project.path.name == "sentiment-lab"
+    assert not (project.path / "_tasks").exists(), "the task folders are gone once applied"
+
+
+# Each task's own files: a project carries only its task's code (the hook removes the other's).
+TASK_FILES = {
+    "text-classification": ["src/deployment/classifier.py", "src/deployment/onnx_engine.py", "notebooks/starter.ipynb"],
+    "text-generation": ["src/deployment/generator.py"],
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_project_carries_its_task_only(baker: Callable[..., Baked], task: str) -> None:
+    project = baker(task=task)
+    (other,) = set(TASKS) - {task}
+    assert all((project.path / name).is_file() for name in TASK_FILES[task])
+    assert not any((project.path / name).exists() for name in TASK_FILES[other])
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    dependencies = " ".join(pyproject["project"]["dependencies"])
+    assert ("trl" in dependencies) == (task == "text-generation")
+    assert ("onnxruntime" in dependencies) == (task == "text-classification")
+    settings = yaml.safe_load((project.path / "configs/settings.yaml").read_text())
+    expected = {"text-classification": "distilbert-base-uncased", "text-generation": "Qwen/Qwen2.5-0.5B-Instruct"}
+    assert settings["model"]["checkpoint"] == expected[task], "the default model follows the task"
+    assert ("lora" in settings) == (task == "text-generation")
+    sources = "\n".join(path.read_text() for path in (project.path / "src").rglob("*.py"))
+    assert "text-classification" not in sources, "no run-time branch on the task"
 
 
 def test_nothing_left_unrendered(project: Baked) -> None:
@@ -102,7 +129,7 @@ def test_cloud_choice_reaches_every_file(project: Baked) -> None:
 def test_every_task_is_a_console_script(project: Baked) -> None:
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     tasks = set(pyproject["tool"]["taskipy"]["tasks"])
-    assert tasks >= TASKS, f"missing tasks: {TASKS - tasks}"
+    assert tasks >= COMMANDS, f"missing tasks: {COMMANDS - tasks}"
     assert pyproject["project"]["scripts"] == dict.fromkeys(tasks, "src.tasks:main")
 
 
@@ -128,7 +155,8 @@ def test_models_and_notebooks_kept_in_git(project: Baked) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True)
     assert "models/.gitkeep" in tracked.stdout
     assert "notebooks/.gitkeep" in tracked.stdout
-    assert "notebooks/starter.ipynb" in tracked.stdout
+    if (project.path / "src/deployment/classifier.py").exists():
+        assert "notebooks/starter.ipynb" in tracked.stdout
 
 
 def test_a_long_checkpoint_id_still_gives_a_valid_run_name(baker: Callable[..., Baked]) -> None:

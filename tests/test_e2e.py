@@ -13,26 +13,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLOUDS, TEMPLATE, Baked, bake, clean_env
+from tests.conftest import CLOUDS, TASKS, TEMPLATE, Baked, bake, clean_env
 
 pytestmark = pytest.mark.slow
 
 
+CLASSIFICATION, GENERATION = TASKS
+
+
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baked]:
-    """One locked and synced project per cloud (cloud group included), made on first use."""
+    """One locked and synced project per task and cloud (cloud group included), made on first use."""
     return {}
 
 
-def project_for(cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> Baked:
-    if cloud not in synced:
-        project = bake(tmp_path_factory.mktemp(cloud), lock=True, default_cloud=cloud, project_name=f"E2E {cloud}")
+def project_for(
+    cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, task: str = CLASSIFICATION
+) -> Baked:
+    key = f"{task}-{cloud}"
+    if key not in synced:
+        project = bake(tmp_path_factory.mktemp(key), lock=True, task=task, default_cloud=cloud,
+                       project_name=f"E2E {key}")  # fmt: skip
         assert (project.path / "uv.lock").is_file(), "the post-gen hook locks the dependencies"
         compile_bytecode = ["--compile-bytecode"] if cloud == "gcp" else []  # the README's set-up, where tests run
         result = project.run("uv", "sync", "--locked", "--all-groups", *compile_bytecode)
         assert result.returncode == 0, result.stderr[-3000:]
-        synced[cloud] = project
-    return synced[cloud]
+        synced[key] = project
+    return synced[key]
 
 
 def test_lint_and_test_pass_in_a_fresh_project(
@@ -104,6 +111,87 @@ def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_fact
     assert not (output_dir / "latest").exists()
 
 
+STREAM_CLIENT = """
+import sys
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0, timeout=60)
+question = [{"role": "user", "content": "What is the opposite of hot?"}]
+stream = client.chat.completions.create(model="local", messages=question, stream=True, temperature=0, max_tokens=30)
+pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+print(len(pieces), repr("".join(pieces)))
+"""
+
+
+def test_generation_project_lints_tests_trains_serves_and_evaluates(
+    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The text-generation task's project, as its README says: lint, the tests, the smoke run, then the
+    official openai client streaming from `uv run serve`, and `uv run evaluate`'s perplexity."""
+    project = project_for("gcp", synced, tmp_path_factory, GENERATION)
+    lint = project.run("uv", "run", "lint")
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+    assert "Success: no issues found" in lint.stdout
+    test = project.run("uv", "run", "test-all", "-q", "-p", "no:cacheprovider", "--durations=10", timeout=1800)
+    assert test.returncode == 0, test.stdout[-5000:]
+    counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|skipped)\b", test.stdout.splitlines()[-1])}
+    assert counts.get("passed", 0) >= 150, f"the whole suite runs: {counts}"
+
+    smoke = project.run("uv", "run", "train-local", "--smoke")
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    run_dir = (project.path / "models" / "latest").resolve()
+    published = {path.name for path in run_dir.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "report.md"} <= published
+
+    port = free_port()
+    serve = subprocess.Popen(
+        ["uv", "run", "serve", "--port", str(port)], cwd=project.path, env=clean_env(LIT_SERVER_API_KEY="e2e-key"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, serve, {"X-API-Key": "e2e-key"})
+        client = project.run("uv", "run", "python", "-c", STREAM_CLIENT, url, "e2e-key", timeout=120)
+        assert client.returncode == 0, client.stderr[-3000:]
+        chunks, text = client.stdout.split(" ", 1)
+        assert int(chunks) >= 2, f"streamed in pieces: {client.stdout}"
+        assert "opposite" in text
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        output, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 130, output[-3000:]
+
+    evaluated = project.run("uv", "run", "evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout)["perplexity"] > 1.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_health(url: str, process: subprocess.Popen[str], headers: dict[str, str]) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/health", headers=headers), timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the server was not healthy within 300 s")
+
+
 def no_credentials_env(home: Path) -> dict[str, str]:
     uv_cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
     return {
@@ -131,11 +219,12 @@ def sky_servers() -> list[str]:
     return found
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_train_cloud_offline(
-    cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    project = project_for(cloud, synced, tmp_path_factory)
+    project = project_for(cloud, synced, tmp_path_factory, task)
     env = no_credentials_env(tmp_path)
 
     dry = project.run("uv", "run", "train-cloud", "--dry-run", env=env)
@@ -153,11 +242,12 @@ def test_train_cloud_offline(
     assert not sky_servers(), "no SkyPilot API server left running"
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_serve_cloud_offline(
-    cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    project = project_for(cloud, synced, tmp_path_factory)
+    project = project_for(cloud, synced, tmp_path_factory, task)
     env = no_credentials_env(tmp_path)
 
     dry = project.run("uv", "run", "serve-cloud", "--dry-run", env=env)

@@ -35,6 +35,7 @@ VALID = {
     "project_name": "My ML Project",
     "project_slug": "my-ml-project",
     "author_name": "Ada",
+    "task": "text-classification",
     "model_checkpoint": "distilbert-base-uncased",
     "default_cloud": "gcp",
     "install_pre_commit": "no",
@@ -56,6 +57,7 @@ VALID = {
         ("model_checkpoint", "a/b/c"),
         ("model_checkpoint", "org/../etc"),
         ("default_cloud", "oracle"),
+        ("task", "translation"),
         ("install_pre_commit", "y"),
         ("install_pre_commit", "true"),
     ],
@@ -101,18 +103,21 @@ def test_bad_answer_from_the_command_line(tmp_path: Path, answer: str, message: 
     assert list(out.iterdir()) == []
 
 
-def test_default_cloud_is_a_numbered_menu(tmp_path: Path) -> None:
-    """The real prompts, answered on stdin: Enter for the defaults, 2 in the cloud menu."""
+def test_task_and_cloud_are_numbered_menus(tmp_path: Path) -> None:
+    """The real prompts, answered on stdin: Enter for the defaults, 2 in the task menu and in the cloud menu."""
     result = subprocess.run(
         [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "-o", str(tmp_path)],
-        input="\n\n\n\n2\n\n", capture_output=True, text=True, timeout=120, check=False,
+        input="\n\n\n2\n\n2\n\n", capture_output=True, text=True, timeout=120, check=False,
         env=clean_env(MLCC_SKIP_UV_LOCK="1"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     menu = [line.strip() for line in result.stdout.splitlines() if line.strip()[:1] in "123" and " - " in line]
-    assert menu == ["1 - gcp (Google Cloud)", "2 - aws (Amazon Web Services)", "3 - azure (Microsoft Azure)"]
+    assert [line.split(" (")[0] for line in menu[:2]] == ["1 - text-classification", "2 - text-generation"]
+    assert menu[2:] == ["1 - gcp (Google Cloud)", "2 - aws (Amazon Web Services)", "3 - azure (Microsoft Azure)"]
     assert "Choose from [1/2/3] (1)" in result.stdout
+    assert "(Qwen/Qwen2.5-0.5B-Instruct):" in result.stdout, "the model's default follows the task"
     project = tmp_path / "my-ml-project"
+    assert (project / "src" / "deployment" / "generator.py").is_file()
     assert yaml.safe_load((project / "sky_task.yaml").read_text())["resources"]["infra"] == "aws"
     assert yaml.safe_load((project / "configs" / "settings.yaml").read_text())["cloud"]["infra"] == "aws"
 

@@ -1,0 +1,132 @@
+"""Every command's flags, declared once: (flag, the settings field it sets, help).
+
+A flag that sets a field goes through the same validation as the settings file and the
+`SECTION__FIELD` variables (src/config.py), and an error names the flag. `Command.parse`
+builds the argparse parser from the table and `Command.settings_flags` hands the given
+values to `load_settings`; no command maps flags to fields by hand. Light: argparse only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SWITCH: Mapping[str, Any] = {"action": "store_true"}
+# A switch that sets a boolean setting: None when not given, so the settings' value stands.
+SETTING_SWITCH: Mapping[str, Any] = {"action": "store_true", "default": None}
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str  # "--port"; a positional argument is named without dashes ("run")
+    setting: str | None  # the dotted settings field it sets ("serving.port"), or None
+    help: str
+    options: Mapping[str, Any] = field(default_factory=dict)  # argparse's type, action, nargs, metavar...
+    short: str | None = None  # "-o"
+    exclusive_group: str | None = None  # flags with the same group exclude each other
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Command:
+    prog: str
+    description: str
+    flags: tuple[Flag, ...]
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
+        groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+        for flag in self.flags:
+            target: Any = parser
+            if flag.exclusive_group is not None:
+                if flag.exclusive_group not in groups:
+                    groups[flag.exclusive_group] = parser.add_mutually_exclusive_group()
+                target = groups[flag.exclusive_group]
+            names = [flag.short, flag.name] if flag.short else [flag.name]
+            text = f"{flag.help} (default: {flag.setting})" if flag.setting else flag.help
+            target.add_argument(*names, help=text, **flag.options)
+        return parser
+
+    def parse(self, argv: Sequence[str]) -> argparse.Namespace:
+        return self.parser().parse_args(list(argv))
+
+    def parse_known(self, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+        """The command's own flags, and the rest (passed on to the tool it wraps)."""
+        return self.parser().parse_known_args(list(argv))
+
+    def settings_flags(self, args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+        """{settings field: (flag, value or None when not given)}: what `load_settings(flags=...)` takes."""
+        return {flag.setting: (flag.name, getattr(args, flag.dest)) for flag in self.flags if flag.setting}
+
+
+PATH: Mapping[str, Any] = {"type": Path}
+NUMBER: Mapping[str, Any] = {"type": int}
+
+TRAIN_LOCAL = Command("train-local", "Fine-tune the model in configs/settings.yaml.", (
+    Flag("--smoke", None, "offline: tiny model and data (configs/smoke.yaml)", SWITCH),
+    Flag("--num-processes", "training.num_processes", "processes per machine (null: one per GPU, one on CPU)",
+         {"type": int, "metavar": "N"}),
+    Flag("--resume", None, "continue the newest unfinished run, or the run RUN",
+         {"nargs": "?", "const": "", "metavar": "RUN"}),
+))  # fmt: skip
+
+TRAIN_CLOUD = Command("train-cloud", "Fine-tune on the cloud with SkyPilot.", (
+    Flag("--dry-run", None, "validate and print the command only", SWITCH),
+    Flag("--managed", "cloud.managed", "managed job (spot recovery)", SETTING_SWITCH),
+    Flag("--infra", "cloud.infra", "cloud[/region], e.g. aws or gcp/us-central1"),
+    Flag("--gpus", "cloud.gpus", "accelerators, e.g. L4:1 (null: the choices in the task file)"),
+    Flag("--num-nodes", "cloud.num_nodes", "machines to train on together", NUMBER),
+    Flag("--spot", "cloud.use_spot", "use spot/preemptible capacity", SETTING_SWITCH),
+    Flag("--cluster", "cloud.cluster_name", "cluster or managed-job name"),
+))  # fmt: skip
+
+SERVE = Command("serve", "Serve the fine-tuned model over HTTP.", (
+    Flag("--host", "serving.host", "interface to listen on: 127.0.0.1, 0.0.0.0 or ::"),
+    Flag("--port", "serving.port", "port to listen on, 1024-65535", NUMBER),
+    Flag("--model-dir", "serving.model_dir", "a trained run's folder, or a runs folder's latest", PATH),
+    Flag("--precision", "serving.precision", "auto, fp32, bf16 or fp16"),
+))  # fmt: skip
+
+SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe.", (
+    Flag("--dry-run", None, "validate and print the command only", SWITCH),
+    Flag("--infra", "cloud.infra", "cloud[/region], e.g. aws or gcp/us-central1"),
+    Flag("--gpus", "cloud.gpus", "a GPU per replica, e.g. T4:1 (null: CPU replicas)"),
+    Flag("--spot", "cloud.service_use_spot", "spot replicas", SETTING_SWITCH),
+    Flag("--service", "cloud.service_name", "service name"),
+    Flag("--run", None, "a finished run id on the training bucket (default: the newest)", exclusive_group="model"),
+    Flag("--model-dir", None, "a model folder on this machine, uploaded to the replicas", PATH,
+         exclusive_group="model"),
+))  # fmt: skip
+
+EVALUATE = Command("evaluate", "Eval loss and perplexity of a finished run, and its report.", (
+    Flag("run", None, "a run under training.output_dir (default: latest)", {"nargs": "?", "metavar": "RUN"}),
+    Flag("--model-dir", None, "a run folder instead of RUN", PATH),
+    Flag("--data", None, "evaluate on this .jsonl/.json/.parquet file of chats instead", PATH),
+    Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
+))  # fmt: skip
+
+PREDICT = Command("predict", "A completion for each prompt in a file.", (
+    Flag("input", None, "prompts: .jsonl/.json/.parquet rows with messages or prompt, or .txt lines; - for stdin",
+         {"metavar": "INPUT"}),
+    Flag("--output", None, "where to write (default: beside INPUT; - stdout)", {"metavar": "OUTPUT"}, short="-o"),
+    Flag("--model-dir", "serving.model_dir", "a trained run's folder", PATH),
+    Flag("--max-tokens", "serving.default_max_tokens", "the most new tokens per completion", NUMBER),
+    Flag("--temperature", None, "0 (default): the likeliest tokens; higher samples more freely",
+         {"type": float, "default": 0.0}),
+    Flag("--precision", "serving.precision", "auto, fp32, bf16 or fp16"),
+    Flag("--force", None, "replace OUTPUT if it exists", SWITCH),
+))  # fmt: skip
+
+COMPARE = Command("compare", "The finished training runs side by side.", (
+    Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
+    Flag("--markdown", None, "print a Markdown table", SWITCH),
+))  # fmt: skip
+
+COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, TRAIN_CLOUD, SERVE, SERVE_CLOUD, EVALUATE, PREDICT,
+                                                   COMPARE)}  # fmt: skip

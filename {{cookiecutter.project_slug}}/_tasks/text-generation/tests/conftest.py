@@ -1,0 +1,151 @@
+"""What every test shares: a user's clean shell, and, built once per test run, the tiny offline
+model and data, one trained run and one real server.
+
+The tests run the real code paths (TRL's SFTTrainer with peft's LoRA, LitServe's OpenAI
+spec) on a Llama-shaped model of ~100k parameters, so the suite needs no network. This file
+stays light: the training code is imported only when a fixture that trains runs (tests/unit
+never does), by name so that Pants does not make every test depend on the training stack
+(tests/integration/BUILD and tests/e2e/BUILD declare it). The trained run is read-only: a
+test that writes into a run works on its own copy (`run_copy`).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from src import runs
+from src.models import smoke
+from tests.helpers.models import copy_run, smoke_settings
+from tests.helpers.processes import inherited, start_import_probe
+from tests.helpers.server import Server, start_server, stop_server, wait_until_healthy
+
+E2E_DIR = Path(__file__).parent / "e2e"
+API_KEY = "test-key-123"
+READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
+
+
+HANDLERS: dict[int, object] = {}  # SIGINT's and SIGTERM's handlers as pytest started
+
+
+def pytest_configure() -> None:
+    """Ctrl-C reaches the commands the tests start, as it does from a terminal.
+
+    A shell that starts pytest in the background (`pytest &`, some CI runners) ignores SIGINT,
+    and its children would inherit that; a Python handler here is reset to the default on exec.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    HANDLERS.update({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    freeze_what_is_imported()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.path.name == "test_light_imports.py" and "modules" in params:
+            start_import_probe(*params["modules"])
+
+
+def freeze_what_is_imported() -> None:
+    """Keep the garbage collector off the millions of objects torch and transformers create at
+    import: they live until exit, and every full collection walked them all (~6 s of the quick
+    tier). `gc.freeze()` moves what exists now out of its reach; pytest_unconfigure hands it back."""
+    gc.freeze()
+
+
+def pytest_unconfigure() -> None:
+    gc.unfreeze()  # collected at exit as usual: extension modules check that their objects were freed
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers() -> Iterator[None]:
+    """Commands run in process take SIGTERM and, once interrupted, ignore Ctrl-C (their last act);
+    put both back, or every process a later test starts would inherit an ignored Ctrl-C."""
+    yield
+    for sig, handler in HANDLERS.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands called in process see no settings override, settings file or API key from this shell."""
+    for name in list(os.environ):
+        if not inherited(name):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return smoke.build(tmp_path_factory.mktemp("smoke") / "assets")
+
+
+def set_writable(path: Path, writable: bool) -> None:
+    for item in [path, *path.rglob("*")]:
+        mode = item.stat().st_mode
+        item.chmod(mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+@pytest.fixture(scope="session")
+def trained_model(
+    smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Path]:
+    """The smoke run, trained once per test run: its published folder, read-only.
+
+    When some test of this run needs the shared server, it starts as soon as the model exists,
+    so its start-up overlaps the tests before it.
+    """
+    train = importlib.import_module("src.models.train_model").train
+    freeze_what_is_imported()  # the Trainer's stack
+    output_dir = tmp_path_factory.mktemp("runs")
+    run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir))["run_id"])
+    set_writable(run_dir, False)
+    if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        server = start_server(run_dir, "--precision", "fp32", api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
+        _servers.append(server)
+    try:
+        yield run_dir
+    finally:
+        for server in _servers:
+            stop_server(server, sig=signal.SIGKILL)  # its own shutdown is tested in tests/e2e
+        set_writable(run_dir, True)  # pytest removes its temporary folders
+
+
+_servers: list[Server] = []
+
+
+@pytest.fixture(scope="session")
+def server(trained_model: Path) -> Server:
+    """One real LitServe server for every request test: fp32 (answers equal the in-process
+    generator's exactly), API key on, short read timeout."""
+    return wait_until_healthy(_servers[0])
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client(timeout=60) as session:
+        yield session
+
+
+@pytest.fixture
+def run_copy(trained_model: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the trained run, in a runs folder of its own with `latest` on it."""
+    copied = copy_run(trained_model, tmp_path / "runs")
+    set_writable(copied, True)
+    runs.point_latest(copied.parent, copied.name)
+    return copied

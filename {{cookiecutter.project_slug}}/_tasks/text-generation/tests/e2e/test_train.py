@@ -1,0 +1,208 @@
+"""`train-local` (LoRA on chats) across the process boundary: the launcher, accelerate, signals, kill -9,
+2 processes, 2 nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from src import runs
+from src.config import load_settings
+from src.deployment.generator import Generator
+from src.evaluation import report
+from src.model_folder import inspect_model_folder
+from src.models import smoke
+from src.weights import ADAPTER_WEIGHTS
+from tests.helpers.models import smoke_file_settings, truncate, with_smoke_assets
+from tests.helpers.processes import (
+    clean_env,
+    free_port,
+    only_error_line,
+    run_module,
+    start_module,
+    started,
+    wait_until_none_with,
+)
+
+LONG_RUN = {"TRAINING__MAX_STEPS": "600", "TRAINING__SAVE_STEPS": "10", "TRAINING__SAVE_TOTAL_LIMIT": "3"}
+
+
+def train_local(
+    output_dir: Path, *args: str, timeout: float = 300, fresh: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`train-local --smoke` into output_dir; `fresh`: it builds the smoke assets itself, as on a first run."""
+    if not fresh:
+        with_smoke_assets(output_dir)
+    return run_module("src.models.train_local", "--smoke", *args,
+                      env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env), timeout=timeout)  # fmt: skip
+
+
+def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    with_smoke_assets(output_dir)
+    env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env)
+    return start_module(
+        "src.models.train_local", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def printed_metrics(stdout: str) -> dict[str, Any]:
+    """The metrics JSON the command prints last (the Trainer's progress logs come before it)."""
+    metrics: dict[str, Any] = json.loads(stdout[stdout.rindex('{\n  "run_id"') :])
+    return metrics
+
+
+def published(output_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads((path / "metrics.json").read_text()) for path in runs.finished_runs(output_dir)]
+
+
+def wait_for_checkpoints(
+    output_dir: Path, process: subprocess.Popen[str], count: int = 1, timeout: float = 240
+) -> list[Path]:
+    """Complete checkpoints of the running training, oldest first, once there are `count`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [path.parent for path in output_dir.glob(".checkpoints/*/checkpoint-*/trainer_state.json")]
+        if len(found) >= count:
+            return sorted(found, key=lambda path: int(path.name.split("-")[-1]))
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    raise AssertionError(f"not {count} checkpoint(s) within the timeout")
+
+
+def rows(output_dir: Path, split: str) -> int:
+    """How many chats the smoke run under output_dir trained or evaluated on."""
+    return len(smoke.files(smoke.assets_dir(output_dir))[split].read_text(encoding="utf-8").splitlines())
+
+
+def step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
+    trained = train_local(tmp_path, fresh=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "defaults were used" not in trained.stderr, "every accelerate flag is explicit"
+    [metrics] = published(tmp_path)
+    assert (tmp_path / "latest").resolve() == (tmp_path / metrics["run_id"]).resolve()
+    assert printed_metrics(trained.stdout)["run_id"] == metrics["run_id"]
+    run_dir = tmp_path / metrics["run_id"]
+    assert (run_dir / report.REPORT).is_file()
+    assert len(list(run_dir.glob("*.png"))) >= 2
+    evaluated = run_module("src.evaluation.evaluate", env=clean_env(TRAINING__OUTPUT_DIR=str(tmp_path)))  # the latest
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout)["perplexity"] == pytest.approx(metrics["perplexity"], rel=1e-3)
+
+
+def test_error_inside_the_training_process_is_one_line(tmp_path: Path) -> None:
+    result = train_local(tmp_path, DATA__MESSAGES_COLUMN="conversation")
+    assert result.returncode == 2
+    assert "conversation" in only_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "whom"),
+    [(signal.SIGINT, 130, "group"), (signal.SIGTERM, 143, "launcher")],
+    ids=["ctrl-c-to-the-group", "sigterm-to-the-launcher"],
+)
+def test_signals_stop_every_process_with_their_exit_code(tmp_path: Path, sig: int, code: int, whom: str) -> None:
+    with started(start_training(tmp_path, **LONG_RUN)) as process:
+        wait_for_checkpoints(tmp_path, process)
+        if whom == "group":
+            os.killpg(process.pid, sig)  # what the terminal does on Ctrl-C
+        else:
+            process.send_signal(sig)  # a scheduler stopping the job: the launcher alone gets it
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == code, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert not (tmp_path / "latest").exists()
+        with pytest.raises(ProcessLookupError):  # no training process outlives the launcher
+            os.killpg(process.pid, 0)
+
+
+def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
+    result = train_local(tmp_path, "--num-processes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [metrics] = published(tmp_path)
+    training = smoke_file_settings().training
+    batch = training.per_device_train_batch_size
+    steps_per_epoch = -(-rows(tmp_path, "train") // (2 * batch))  # each process sees half of the reviews per step
+    assert metrics["world_size"] == 2
+    assert metrics["effective_batch_size"] == 2 * batch
+    assert metrics["global_step"] == steps_per_epoch * int(training.num_train_epochs)
+    assert metrics["eval_samples"] == rows(tmp_path, "eval"), "metrics cover the whole evaluation split, not one shard"
+    assert result.stdout.count('"run_id"') == 1, "one process prints the metrics"
+    assert result.stderr.count("Saved ") == 1, "one process publishes and logs it"
+    generator = Generator(inspect_model_folder(tmp_path / "latest"))
+    answer, _ = generator.complete([{"role": "user", "content": "What is the opposite of early?"}], 20)
+    assert answer.startswith("The opposite of"), answer
+
+
+def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
+    nodes = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1\n",
+             "SKYPILOT_NUM_GPUS_PER_NODE": "1", "TRAINING__DISTRIBUTED_PORT": str(free_port())}  # fmt: skip
+    with (
+        started(start_training(tmp_path, SKYPILOT_NODE_RANK="0", **nodes)) as head,
+        started(start_training(tmp_path, SKYPILOT_NODE_RANK="1", **nodes)) as worker,
+    ):
+        head_out, head_err = head.communicate(timeout=300)
+        _, worker_err = worker.communicate(timeout=300)
+    assert head.returncode == 0, head_err[-3000:]
+    assert worker.returncode == 0, worker_err[-3000:]
+    [metrics] = published(tmp_path)
+    assert metrics["world_size"] == 2
+    assert metrics["num_machines"] == 2
+    assert printed_metrics(head_out)["run_id"] == metrics["run_id"]
+
+
+def test_a_node_whose_peers_never_come_gives_up_in_one_line(tmp_path: Path) -> None:
+    alone: dict[str, Any] = {
+        "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.2\n",
+        "TRAINING__DISTRIBUTED_PORT": str(free_port()), "TRAINING__RENDEZVOUS_TIMEOUT": "5",
+    }  # fmt: skip
+    started_at = time.monotonic()
+    result = train_local(tmp_path, timeout=90, **alone)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert time.monotonic() - started_at < 60
+    line = only_error_line(result.stderr)
+    assert "did not join within 5 s (training.rendezvous_timeout)" in line
+    assert "node 0 of 2" in line
+    assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 20), "nothing left waiting"
+
+
+def test_two_processes_killed_then_truncated_weights_then_resume_finishes(tmp_path: Path) -> None:
+    """kill -9 mid-run, the newest checkpoint's weights cut short, `--resume` on 2 processes: the ranks
+    agree on the checkpoint before it and finish the run."""
+    with started(start_training(tmp_path, "--num-processes", "2", **LONG_RUN)) as process:
+        wait_for_checkpoints(tmp_path, process, count=2)
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher's group: the ranks run in sessions of their own
+        process.communicate()
+        assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 30), "no rank outlives its launcher"
+        *_, kept, newest = wait_for_checkpoints(tmp_path, process, count=2)
+    truncate(newest / ADAPTER_WEIGHTS)
+
+    end = str(step(newest) + 10)
+    result = train_local(tmp_path, "--resume", "--num-processes", "2", TRAINING__MAX_STEPS=end,
+                         TRAINING__SAVE_STEPS="10")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{newest.name} is damaged" in result.stderr, "the user is told which checkpoint was set aside"
+    [metrics] = published(tmp_path)
+    assert metrics["world_size"] == 2
+    assert metrics["resumed_from_step"] == step(kept)
+    assert metrics["global_step"] == int(end)
+
+
+def test_unreachable_hub_fails_fast_and_points_to_smoke(tmp_path: Path) -> None:
+    # An endpoint on a closed local port: the same failure as no internet, but instant.
+    env = clean_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub-cache"))
+    result = run_module("src.models.train_local", env=env, timeout=20)  # a hang guard: Hub retries take a minute
+    assert result.returncode == 2
+    assert "accelerate" not in result.stderr, "it stopped before launching the training"
+    assert "--smoke" in result.stderr
+    assert load_settings(environ={}).model.checkpoint in only_error_line(result.stderr)
