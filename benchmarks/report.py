@@ -111,6 +111,36 @@ def sections() -> list[str]:
             + "\n\n"
             + markdown_table(["run", "seconds", "before"], rows)
         )
+    generation = load("generation")
+    if generation:
+        train = generation["training"]
+        modes = train["modes"]
+        rows = [
+            [mode, numbers["tokens_per_second"], numbers["peak_rss_mib"], numbers["trainable_parameters"],
+             numbers["total_parameters"], numbers["final_loss"]]
+            for mode, numbers in modes.items()
+        ]  # fmt: skip
+        lora, full = modes.get("lora"), modes.get("full")
+        ratio = f" LoRA / full fine-tuning tokens/s: **{lora['tokens_per_second'] / full['tokens_per_second']:.2f}**." \
+            if lora and full else ""  # fmt: skip
+        out.append(
+            f"**Text-generation training** (`benchmarks/generation.py`, {generation['machine']}): {train['model']}, "
+            f"{train['steps']} SFTTrainer steps of the smoke chats, each mode in a fresh process.{ratio}\n\n"
+            + markdown_table(["mode", "tokens/s", "peak RSS MiB", "trainable", "parameters", "final loss"], rows)
+        )
+        serve = generation["serving"]
+        rows = [
+            [name, level, numbers["tokens_per_second"], numbers["ttft_p50_ms"], numbers["ttft_max_ms"]]
+            for name, levels in serve["servers"].items()
+            for level, numbers in levels.items()
+        ]
+        load_average = generation.get("load_average_before_and_after", [[None]])[0]
+        out.append(
+            f"**Text-generation serving** (`benchmarks/generation.py`): {serve['model']}, {serve['max_tokens']} greedy "
+            f"tokens a request, streamed; tokens counted on the client; median of {serve['rounds']} interleaved "
+            f"rounds; client and servers on the same machine; 1-minute load average {load_average[0]:.2f} at the start."
+            "\n\n" + markdown_table(["server", "concurrency", "tokens/s", "TTFT p50 ms", "TTFT max ms"], rows)
+        )
     return out
 
 
