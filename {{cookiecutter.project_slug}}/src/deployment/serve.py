@@ -1,7 +1,8 @@
 """`uv run serve`: the fine-tuned classifier as a LitServe REST API.
 
 POST /predict {"text": "..."} -> {"label": "pos", "score": 0.97, "probabilities": {...}}.
-Concurrent requests are batched (serving.max_batch_size, serving.batch_timeout); the
+Concurrent requests are batched (serving.max_batch_size, serving.batch_timeout: batching.py
+takes what is queued when the worker is free, so a lone request never waits); the
 worker truncates where the run was trained and picks the precision for its device
 (classifier.py). Before anything starts, the port is checked and the model folder is
 inspected (src/model_folder.py): a folder that cannot serve fails with one `error:` line
@@ -29,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 
 from src import errors, flags
 from src.config import ServingSettings, load_settings
+from src.deployment.batching import DrainingLoop
 from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
 from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
 from src.devices import (
@@ -44,7 +46,11 @@ from src.model_folder import ModelFolder, inspect_model_folder, model_to_serve
 
 class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
     def __init__(self, model: ModelFolder, serving: ServingSettings, threads: int) -> None:
-        super().__init__(max_batch_size=serving.max_batch_size, batch_timeout=serving.batch_timeout)
+        batched = serving.max_batch_size > 1
+        super().__init__(
+            max_batch_size=serving.max_batch_size, batch_timeout=serving.batch_timeout,
+            loop=DrainingLoop() if batched else "auto",
+        )  # fmt: skip
         self.model_dir = model.path
         self.precision = serving.precision
         self.runtime = serving.runtime

@@ -136,6 +136,17 @@ def processes_with(variable: str, value: str) -> list[int]:
     return found
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) so far of the live processes in process group `pgid`."""
+    ticks = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until_none_with(variable: str, value: str, timeout: float) -> list[int]:
     """Wait for every process with `variable=value` to end; those still alive after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -26,7 +26,7 @@ from src.devices import serving_precision, serving_runtime
 from src.model_folder import inspect_model_folder
 from src.models.train_model import train
 from tests.helpers.models import MODEL_DAMAGES, damaged_model, smoke_settings
-from tests.helpers.processes import call, free_port, only_error_line
+from tests.helpers.processes import call, free_port, group_cpu_seconds, only_error_line
 from tests.helpers.server import Server
 
 TEXTS = [
@@ -303,6 +303,18 @@ def test_bad_flags_exit_2(
 ) -> None:
     assert call(serve.main, "--model-dir", str(trained_model), *argv) == 2
     assert argv[0] in only_error_line(capsys.readouterr().err)
+
+
+def test_an_idle_server_leaves_the_cores_alone(server: Server) -> None:
+    """Waiting for requests costs no CPU: LitServe's own batched loop spins on a core while its
+    queue is empty when batch_timeout is 0, this template's default (src/deployment/batching.py)."""
+    assert load_settings().serving.batch_timeout == 0
+    with server.client(timeout=60) as session:  # busy first, so that the worker is in its loop
+        assert session.post("/predict", json={"text": "a fine film"}).status_code == 200
+    before = group_cpu_seconds(server.process.pid)
+    time.sleep(2.0)
+    used = group_cpu_seconds(server.process.pid) - before
+    assert used < 0.5, f"the idle server used {used:.2f} s of CPU in 2 s"
 
 
 def test_server_parent_imports_neither_torch_nor_transformers(trained_model: Path) -> None:
