@@ -31,6 +31,23 @@ def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) 
         assert sum(onnx.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_batch_runs_its_texts_side_by_side_and_answers_as_each_alone(run_copy: Path) -> None:
+    """A batch on 2 threads (one text per thread, unpadded) gives each text what it gets alone, in order."""
+    onnx_engine.prepare(run_copy, "fp32", threads=1)
+    served = Classifier(run_copy, precision="fp32", runtime="onnxruntime", threads=2)
+    assert served.pool is not None
+    assert served.text_session is not served.session
+    texts = ["great " * 1000, "awful", "superb moving brilliant " * 3, "tedious", "a fine, quiet drama"] * 4
+    together = served.predict(texts)
+    exact = Classifier(run_copy, precision="fp32").predict(texts)  # PyTorch's padded micro-batches
+    for text, batched, reference in zip(texts, together, exact, strict=True):
+        alone = served.predict([text])[0]
+        assert batched.label == alone.label == reference.label
+        for label, probability in batched.probabilities.items():
+            assert probability == pytest.approx(alone.probabilities[label], abs=1e-5)
+            assert probability == pytest.approx(reference.probabilities[label], abs=1e-4)
+
+
 def test_fp32_export_matches_pytorch_exactly(run_copy: Path) -> None:
     parity = onnx_engine.prepare(run_copy, "fp32", threads=1)
     assert parity.label_agreement == 1.0
