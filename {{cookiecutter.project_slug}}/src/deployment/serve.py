@@ -32,6 +32,7 @@ from src import errors, flags
 from src.config import ServingSettings, load_settings
 from src.deployment.batching import DrainingLoop
 from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
+from src.deployment.pipes import PipeServer
 from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
 from src.devices import (
     CPU_SERVING_PRECISION,
@@ -101,7 +102,7 @@ def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:
         "body_timeout": serving.read_timeout,
         "max_body_bytes": serving.max_payload_bytes,
     }
-    server = ls.LitServer(
+    server = PipeServer(
         api,
         accelerator=serving.accelerator,
         devices=1,
