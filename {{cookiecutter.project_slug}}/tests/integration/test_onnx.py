@@ -10,7 +10,7 @@ import pytest
 
 from src import runs
 from src.deployment import onnx_engine, serve
-from src.deployment.classifier import Classifier
+from src.deployment.classifier import ONNX_GROUP_TOKENS, Classifier, length_groups
 from tests.helpers.processes import call, free_port, only_error_line
 
 
@@ -32,7 +32,7 @@ def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) 
 
 
 def test_a_batch_runs_its_texts_side_by_side_and_answers_as_each_alone(run_copy: Path) -> None:
-    """A batch on 2 threads (one text per thread, unpadded) gives each text what it gets alone, in order."""
+    """A batch on 2 threads (groups of texts of like length, padded) gives each text what it gets alone, in order."""
     onnx_engine.prepare(run_copy, "fp32", threads=1)
     served = Classifier(run_copy, precision="fp32", runtime="onnxruntime", threads=2)
     assert served.pool is not None
@@ -46,6 +46,20 @@ def test_a_batch_runs_its_texts_side_by_side_and_answers_as_each_alone(run_copy:
         for label, probability in batched.probabilities.items():
             assert probability == pytest.approx(alone.probabilities[label], abs=1e-5)
             assert probability == pytest.approx(reference.probabilities[label], abs=1e-4)
+
+
+def test_a_batch_is_cut_into_groups_of_like_length_within_the_token_budget() -> None:
+    short, middling, long = 10, ONNX_GROUP_TOKENS // 4, ONNX_GROUP_TOKENS
+    lengths = [long, short, middling, short, long, middling, short, middling, middling, middling]
+    groups = length_groups(lengths, most_tokens=ONNX_GROUP_TOKENS)
+    assert sorted(index for group in groups for index in group) == list(range(len(lengths)))
+    in_order = [lengths[index] for group in groups for index in group]
+    assert in_order == sorted(in_order), "shortest first"
+    for group in groups:
+        assert len(group) == 1 or len(group) * max(lengths[index] for index in group) <= ONNX_GROUP_TOKENS
+    # 3 short + 1 middling padded to it (4 x 64 tokens: the budget), 4 middling, then each long one alone
+    assert [len(group) for group in groups] == [4, 4, 1, 1]
+    assert length_groups([short] * 5, most_texts=2) == [[0, 1], [2, 3], [4]]
 
 
 def test_fp32_export_matches_pytorch_exactly(run_copy: Path) -> None:
