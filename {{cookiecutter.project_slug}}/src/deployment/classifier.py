@@ -58,6 +58,9 @@ def onnx_session(path: Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    # Its threads stop spin-waiting when a run returns: the server's HTTP process and its clients
+    # need that core next (a lone request 0.2-0.4 ms sooner in an interleaved A/B on 2 cores).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
