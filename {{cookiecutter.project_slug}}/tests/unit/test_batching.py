@@ -1,9 +1,13 @@
 """The worker's batching loop on a real queue: what is queued goes at once, up to max_batch_size;
 batch_timeout is the most it waits for more; a stop and an expired request are handled as
-LitServe's own loop handles them."""
+LitServe's own loop handles them; answers, a failed batch and a 504 go back through the real
+response pipes."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import pickle
 import threading
 import time
 from queue import Queue
@@ -11,10 +15,13 @@ from typing import Any
 
 import litserve as ls
 import pytest
+from fastapi import HTTPException
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.utils import LitAPIStatus
 
 from src.deployment import batching
 from src.deployment.batching import DrainingLoop
+from src.deployment.pipes import ResponsePipes
 
 
 def api(max_batch_size: int = 4, batch_timeout: float = 0.0, request_timeout: float = 30.0) -> ls.LitAPI:
@@ -72,3 +79,74 @@ def test_the_stop_signal_ends_the_loop() -> None:
 def test_requests_past_the_timeout_are_set_aside() -> None:
     assert take(api(request_timeout=1.0), queued("old", age=5.0)) == ([], ["old"])
     assert take(api(request_timeout=-1), queued("old", age=5.0)) == (["old"], []), "-1: no timeout"
+
+
+class Doubler(ls.LitAPI):  # type: ignore[misc]
+    """Doubles each text; fails the whole batch on "boom" (a bug) or "teapot" (an HTTP error)."""
+
+    def decode_request(self, request: dict[str, str]) -> str:
+        return request["text"]
+
+    def batch(self, texts: list[str]) -> list[str]:
+        return texts
+
+    def unbatch(self, outputs: list[str]) -> list[str]:
+        return outputs
+
+    def predict(self, texts: list[str]) -> list[str]:
+        if "boom" in texts:
+            raise ValueError("boom")
+        if "teapot" in texts:
+            raise HTTPException(418, "no coffee")
+        return [text * 2 for text in texts]
+
+    def encode_response(self, output: str) -> dict[str, str]:
+        return {"echo": output}
+
+
+def answers(queue: Queue[Any], lit_api: ls.LitAPI, expected: int) -> dict[str, tuple[Any, Any]]:
+    """Run the worker's loop on what is queued; the answers by uid, as the API server reads them."""
+    pipes = ResponsePipes(consumers=1, context=multiprocessing.get_context("spawn"))
+    worker = threading.Thread(target=DrainingLoop().run_batched_loop, args=(lit_api, queue, pipes))
+    worker.start()
+
+    async def read() -> dict[str, tuple[Any, Any]]:
+        found: dict[str, tuple[Any, Any]] = {}
+        while len(found) < expected:
+            uid, (data, status, _kind, _worker) = await pipes.areceive(consumer_id=0, timeout=10)
+            found[uid] = (data, status)
+        return found
+
+    try:
+        return asyncio.run(read())
+    finally:
+        queue.put(_SENTINEL_VALUE)  # the loop stops
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+
+
+def test_the_loop_answers_each_request_and_a_504_for_one_that_waited_too_long() -> None:
+    lit_api = Doubler(max_batch_size=4)
+    lit_api.request_timeout = 1.0
+    queue = queued("a", "b")
+    queue.put((0, "old", time.monotonic() - 5.0, {"text": "old"}))
+    got = answers(queue, lit_api, expected=3)
+    assert got["a"] == ({"echo": "aa"}, LitAPIStatus.OK)
+    assert got["b"] == ({"echo": "bb"}, LitAPIStatus.OK)
+    late, status = got["old"]
+    assert status == LitAPIStatus.ERROR
+    assert (late.status_code, late.detail) == (504, "Request timed out")
+
+
+@pytest.mark.parametrize(("text", "status_code"), [("boom", 500), ("teapot", 418)])
+def test_a_failed_batch_gets_an_error_answer_for_each_request(text: str, status_code: int) -> None:
+    lit_api = Doubler(max_batch_size=4)
+    lit_api.request_timeout = 30.0
+    queue = queued("fine")
+    queue.put((0, text, time.monotonic(), {"text": text}))
+    got = answers(queue, lit_api, expected=2)
+    assert set(got) == {"fine", text}, "one answer each, the innocent request included"
+    for data, status in got.values():
+        assert status == LitAPIStatus.ERROR
+        error = pickle.loads(data) if isinstance(data, bytes) else data  # noqa: S301 - made by the loop above
+        assert getattr(error, "status_code", 500) == status_code, error
