@@ -49,13 +49,16 @@ def sections() -> list[str]:
         )
     if serving := load("serving_throughput"):
         by_round = serving.get("requests_per_second_by_round") or {}
+        cpu = "client_cpu_ms_per_request" in next(iter(next(iter(serving["served"].values())).values()))
         rows = [
             [mode, level, r["requests_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"]]
+            + ([r["client_cpu_ms_per_request"], r["server_cpu_ms_per_request"]] if cpu else [])
             + ([f"{min(by_round[mode][level]):.1f}-{max(by_round[mode][level]):.1f}"] if by_round else [])
             for mode, by_level in serving["served"].items()
             for level, r in by_level.items()
         ]
         header = ["server", "concurrency", "requests/s", "p50 ms", "p95 ms", "p99 ms"]
+        header += ["client CPU ms/request", "server CPU ms/request"] if cpu else []
         header += ["requests/s, lowest-highest round"] if by_round else []
         medians = (
             f" Each number is the median of {serving['rounds']} interleaved rounds (every server once per round, the"
@@ -84,6 +87,12 @@ def sections() -> list[str]:
                 f"on {100 * numbers['label_agreement']:.1f}%, largest probability change "
                 f"{numbers['max_probability_change']:.3f}."
             )
+        if lone := serving.get("lone_requests_interleaved"):
+            described = " against ".join(
+                f"{name} p50 {numbers['p50_ms']:.2f} ms (p90 {numbers['p90_ms']:.2f})" for name, numbers in lone.items()
+            )
+            count = next(iter(lone.values()))["requests"]
+            text += f"\n\nLone requests, both servers up at once, in alternating blocks ({count} each): {described}."
         if loads := serving.get("load_average_before_and_after"):
             text += f" 1/5/15-minute load average {loads[0]} before, {loads[1]} after."
         if checks := serving.get("targets"):
