@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -156,6 +157,10 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
             host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
             http=ReadDeadlineProtocol,
         )  # fmt: skip
+    except (EOFError, OSError):
+        # A worker that died makes LitServe shut its queue manager down under its own feet.
+        if interrupted or not died(server):
+            raise
     finally:
         # Stopped during start-up, LitServe leaves its workers loading the model, and they
         # crash with a traceback once its queue manager is gone: stop them first.
@@ -164,6 +169,28 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
                 worker.terminate()
     if interrupted:
         raise KeyboardInterrupt
+    if dead := died(server):
+        raise UserError(
+            f"the model worker (pid {dead.pid}) {dead.how}, so the server stopped: if nothing killed it, it ran"
+            " out of memory (see `dmesg`): serve with fewer serving.workers_per_device or on a larger machine"
+        )
+
+
+@dataclass(frozen=True)
+class DeadWorker:
+    pid: int
+    how: str
+
+
+def died(server: ls.LitServer) -> DeadWorker | None:
+    """The first inference worker that ended by itself while serving (not stopped by this process)."""
+    for worker in getattr(server, "inference_workers", None) or []:
+        code = worker.exitcode
+        if code is None or code == 0 or code == -signal.SIGTERM:
+            continue
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        return DeadWorker(worker.pid, how)
+    return None
 
 
 def ensure_port_free(host: str, port: int) -> None:

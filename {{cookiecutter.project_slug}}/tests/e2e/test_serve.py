@@ -1,8 +1,9 @@
-"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, and
-the default CPU start through ONNX Runtime."""
+"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, the
+default CPU start through ONNX Runtime, and a model worker killed while serving."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -15,6 +16,7 @@ from tests.helpers.models import copy_run, damaged_model
 from tests.helpers.processes import (
     free_port,
     only_error_line,
+    processes_with,
     run_module,
     started,
     stop_group,
@@ -98,3 +100,24 @@ def test_cpu_serves_through_onnx_runtime_by_default(trained_model: Path, tmp_pat
     expected = Classifier(run, precision="int8", runtime="onnxruntime").predict([text])[0]
     assert answer["label"] == expected.label
     assert answer["score"] == pytest.approx(expected.score, abs=1e-4)
+
+
+def test_a_worker_killed_while_serving_stops_the_server_with_one_line(trained_model: Path, tmp_path: Path) -> None:
+    """kill -9 of the model worker (what the kernel's out-of-memory killer does): exit 2, one line
+    naming the worker and what to try, nothing left behind."""
+    run = copy_run(trained_model, tmp_path)
+    server = start_server(run, "--precision", "fp32", **{MARK: str(run)})
+    with started(server.process):
+        wait_until_healthy(server)
+        (worker,) = [
+            pid for pid in processes_with(MARK, str(run)) if b"spawn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(worker, signal.SIGKILL)
+        assert server.process.wait(timeout=60) == 2
+        log = server.output()
+        server.log.unlink()
+    assert "Traceback" not in log
+    line = only_error_line(log)
+    assert f"model worker (pid {worker}) was killed by SIGKILL" in line
+    assert "workers_per_device" in line
+    assert_nothing_left(server.port, run)
