@@ -12,8 +12,8 @@ LitServe's processes, loops, routes and batching, and swaps those queues for pip
   data arrives (add_reader); workers write under a lock.
 It also runs LitServe's per-route API-key check as a coroutine (FastAPI runs a plain function
 on a thread, a hop per request) and leaves out LitServe's gzip wrapper (a prediction is about
-100 bytes; only answers over 1000 are compressed). Measured with benchmarks/serving_throughput.py (2 cores): the
-Manager queues cost a lone request about 1.5 ms more than these pipes.
+100 bytes; only answers over 1000 are compressed). Measured with the serving benchmark on 2
+cores: the Manager queues cost a lone request about 1.5 ms more than these pipes.
 """
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ class RequestPipe:
         self._reader, self._writer = context.Pipe(duplex=False)
         self._read_lock = context.Lock()
         self._write_lock = context.Lock()  # one frame at a time, across the API servers
-        self._backlog: collections.deque[bytes] | None = None  # per writing process, made on first put
+        self._backlog: collections.deque[bytes] = collections.deque()
         self._waiting = threading.Condition()
+        self._feeder: threading.Thread | None = None  # per writing process, started by its first put
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_backlog": None}
+        state = {**self.__dict__, "_backlog": collections.deque(), "_feeder": None}
         del state["_waiting"]
         return state
 
@@ -96,8 +97,10 @@ class RequestPipe:
     def put(self, item: Any) -> None:
         frame = _frame(item)
         with self._waiting:
-            if self._backlog is None:
-                self._start_backlog()
+            if self._feeder is None:
+                os.set_blocking(self._writer.fileno(), False)
+                self._feeder = threading.Thread(target=self._write_backlog, name="request-pipe", daemon=True)
+                self._feeder.start()
             if not self._backlog and len(frame) <= ATOMIC_WRITE and self._write_lock.acquire(block=False):
                 try:
                     os.write(self._writer.fileno(), frame)
@@ -106,17 +109,10 @@ class RequestPipe:
                     pass
                 finally:
                     self._write_lock.release()
-            assert self._backlog is not None  # noqa: S101 - made above
             self._backlog.append(frame)
             self._waiting.notify()
 
-    def _start_backlog(self) -> None:
-        os.set_blocking(self._writer.fileno(), False)
-        self._backlog = collections.deque()
-        threading.Thread(target=self._write_backlog, name="request-pipe", daemon=True).start()
-
     def _write_backlog(self) -> None:
-        assert self._backlog is not None  # noqa: S101 - started by _start_backlog
         while True:
             with self._waiting:
                 self._waiting.wait_for(lambda: bool(self._backlog))

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -159,7 +158,7 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
         )  # fmt: skip
     except (EOFError, OSError):
         # A worker that died makes LitServe shut its queue manager down under its own feet.
-        if interrupted or not died(server):
+        if interrupted or not dead_worker(server):
             raise
     finally:
         # Stopped during start-up, LitServe leaves its workers loading the model, and they
@@ -169,27 +168,21 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
                 worker.terminate()
     if interrupted:
         raise KeyboardInterrupt
-    if dead := died(server):
+    if dead := dead_worker(server):
         raise UserError(
-            f"the model worker (pid {dead.pid}) {dead.how}, so the server stopped: if nothing killed it, it ran"
-            " out of memory (see `dmesg`): serve with fewer serving.workers_per_device or on a larger machine"
+            f"{dead}, so the server stopped: if nothing killed it, it ran out of memory (see `dmesg`):"
+            " serve with fewer serving.workers_per_device or on a larger machine"
         )
 
 
-@dataclass(frozen=True)
-class DeadWorker:
-    pid: int
-    how: str
-
-
-def died(server: ls.LitServer) -> DeadWorker | None:
-    """The first inference worker that ended by itself while serving (not stopped by this process)."""
+def dead_worker(server: ls.LitServer) -> str | None:
+    """The first inference worker that ended by itself while serving (not stopped by this process), said."""
     for worker in getattr(server, "inference_workers", None) or []:
         code = worker.exitcode
         if code is None or code == 0 or code == -signal.SIGTERM:
             continue
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return DeadWorker(worker.pid, how)
+        return f"the model worker (pid {worker.pid}) {how}"
     return None
 
 

@@ -24,8 +24,10 @@ from src.deployment.batching import DrainingLoop
 from src.deployment.pipes import ResponsePipes
 
 
-def api(max_batch_size: int = 4, batch_timeout: float = 0.0, request_timeout: float = 30.0) -> ls.LitAPI:
-    lit_api = ls.LitAPI(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+def api(
+    max_batch_size: int = 4, batch_timeout: float = 0.0, request_timeout: float = 30.0, kind: type = ls.LitAPI
+) -> ls.LitAPI:
+    lit_api = kind(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     lit_api.request_timeout = request_timeout  # LitServer sets it from its timeout
     return lit_api
 
@@ -126,8 +128,7 @@ def answers(queue: Queue[Any], lit_api: ls.LitAPI, expected: int) -> dict[str, t
 
 
 def test_the_loop_answers_each_request_and_a_504_for_one_that_waited_too_long() -> None:
-    lit_api = Doubler(max_batch_size=4)
-    lit_api.request_timeout = 1.0
+    lit_api = api(request_timeout=1.0, kind=Doubler)
     queue = queued("a", "b")
     queue.put((0, "old", time.monotonic() - 5.0, {"text": "old"}))
     got = answers(queue, lit_api, expected=3)
@@ -140,8 +141,7 @@ def test_the_loop_answers_each_request_and_a_504_for_one_that_waited_too_long() 
 
 @pytest.mark.parametrize(("text", "status_code"), [("boom", 500), ("teapot", 418)])
 def test_a_failed_batch_gets_an_error_answer_for_each_request(text: str, status_code: int) -> None:
-    lit_api = Doubler(max_batch_size=4)
-    lit_api.request_timeout = 30.0
+    lit_api = api(kind=Doubler)
     queue = queued("fine")
     queue.put((0, text, time.monotonic(), {"text": text}))
     got = answers(queue, lit_api, expected=2)
