@@ -19,6 +19,14 @@ def accuracy(truth: ArrayLike, predicted: ArrayLike) -> float:
     return float(np.mean(truth == predicted)) if truth.size else 0.0
 
 
+def cross_entropy(logits: ArrayLike, truth: ArrayLike) -> float:
+    """The mean negative log-probability of the true labels: the classifier's loss, example by example."""
+    scores, labels = np.asarray(logits, dtype=np.float64), np.asarray(truth, dtype=np.int64)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean()) if labels.size else 0.0
+
+
 def confusion_matrix(truth: ArrayLike, predicted: ArrayLike, num_labels: int | None = None) -> NDArray[np.int64]:
     """counts[i, j]: examples of true label i predicted as j."""
     truth, predicted = np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)

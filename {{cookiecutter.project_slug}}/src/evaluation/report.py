@@ -59,11 +59,11 @@ def _save(figure: Figure, path: Path) -> None:
 
 def plot_curves(history: Sequence[Mapping[str, Any]], metric: str, path: Path) -> bool:
     """Loss (training and evaluation) and the evaluation metric against step; False if nothing was logged."""
-    train_loss, eval_loss, eval_metric = (
-        series(history, "loss"),
-        series(history, "eval_loss"),
-        series(history, f"eval_{metric}"),
-    )
+    train_loss, eval_metric = series(history, "loss"), series(history, f"eval_{metric}")
+    # The mean over the examples where the run logged it (the Trainer's eval_loss weighs batches).
+    eval_loss = series(history, "eval_cross_entropy")
+    if not eval_loss[0]:
+        eval_loss = series(history, "eval_loss")
     if not (train_loss[0] or eval_loss[0]):
         return False
     name = METRIC_NAMES.get(metric, metric)

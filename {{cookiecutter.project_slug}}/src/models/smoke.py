@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import json
 import random
+import re
 import shutil
+import string
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,8 @@ FILLER = [
     *("with", "a", "an", "of", "this", "that", "it", "its"),
 ]
 UNKNOWN = "[UNK]"
+SPECIAL_TOKENS = ("[PAD]", UNKNOWN, "[CLS]", "[SEP]", "[MASK]")
+ASCII_PIECES = string.ascii_lowercase + string.digits + string.punctuation
 
 
 def reviews(count: int, seed: int) -> list[dict[str, Any]]:
@@ -59,26 +63,43 @@ def reviews(count: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def vocabulary(corpus: list[str]) -> dict[str, int]:
+    """WordPiece's vocabulary, spelled out: the special tokens, every word of the corpus, and each character
+    (ASCII letters, digits and punctuation, and the corpus's own) alone and as a word's continuation
+    (`##e`), so an unseen word still has pieces.
+
+    Spelled out rather than trained: the `tokenizers` trainer breaks ties between equally frequent
+    pieces in a random order (a Rust hash map), so each build got other token ids and trained
+    another model; this list depends on the corpus alone.
+    """
+    words = sorted({word for text in corpus for word in _words(text)})
+    characters = sorted(set(ASCII_PIECES) | {character for word in words for character in word})
+    pieces = [*SPECIAL_TOKENS, *characters, *(f"##{character}" for character in characters), *words]
+    return {piece: index for index, piece in enumerate(dict.fromkeys(pieces))}
+
+
+def _words(text: str) -> list[str]:
+    """What BertNormalizer(lowercase) and BertPreTokenizer make of `text`: lower-case words and punctuation."""
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
 def _tokenizer(corpus: list[str]) -> DistilBertTokenizer:
     # Imported here, and hidden from Pants' inference: the launcher imports this module
     # for its paths, and its tests must not depend on the training stack.
-    from tokenizers import (  # pants: no-infer-dep  # pants: no-infer-dep
+    from tokenizers import (  # pants: no-infer-dep
         Tokenizer,
         decoders,
         models,
         normalizers,
         pre_tokenizers,
         processors,
-        trainers,
     )
     from transformers.models.distilbert.tokenization_distilbert import DistilBertTokenizer  # pants: no-infer-dep
 
-    backend = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
+    backend = Tokenizer(models.WordPiece(vocabulary(corpus), unk_token=UNKNOWN))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    specials = ["[PAD]", UNKNOWN, "[CLS]", "[SEP]", "[MASK]"]
-    backend.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

@@ -43,7 +43,7 @@ from src.data import label_names, load_splits, tokenize
 from src.devices import best_device, cuda_available, training_precision
 from src.errors import UserError
 from src.evaluation.evaluate import write_run_report
-from src.evaluation.metrics import accuracy, macro_f1
+from src.evaluation.metrics import accuracy, cross_entropy, macro_f1
 from src.hub import offline_message
 from src.models import distributed, train_local
 from src.models.checkpoints import checkpoint_step, last_checkpoint
@@ -136,7 +136,8 @@ def collect_metrics(
         "run_id": run.run_id,
         "accuracy": evaluation["eval_accuracy"],
         "f1": evaluation["eval_f1"],
-        "eval_loss": evaluation["eval_loss"],
+        # The Trainer's eval_loss weighs a short last batch as a full one: the mean over the examples instead.
+        "eval_loss": evaluation["eval_cross_entropy"],
         "train_loss": result.training_loss,
         "global_step": trainer.state.global_step,
         "resumed_from_step": checkpoint_step(run.resume_from) if run.resume_from else None,
@@ -189,6 +190,7 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {
         "accuracy": accuracy(labels, predicted),
         "f1": macro_f1(labels, predicted),
+        "cross_entropy": cross_entropy(logits, labels),
         "count": float(len(labels)),  # every process's share, gathered: the whole split
     }
 

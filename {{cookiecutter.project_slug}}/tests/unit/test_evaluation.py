@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def test_classification_report_by_hand() -> None:
     f1_b = 2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2)
     assert report["macro_f1"] == pytest.approx((2 / 3 + f1_b + 0.0) / 3)
     assert report["macro_f1"] == pytest.approx(metrics.macro_f1(truth, predicted))
+
+
+def test_cross_entropy_is_the_mean_over_the_examples() -> None:
+    logits = [[0.0, math.log(3.0)], [math.log(4.0), 0.0], [0.0, 0.0]]  # probabilities 3/4, 4/5 and 1/2 of the truth
+    expected = -(math.log(3 / 4) + math.log(4 / 5) + math.log(1 / 2)) / 3
+    assert metrics.cross_entropy(logits, [1, 0, 1]) == pytest.approx(expected)
+    assert metrics.cross_entropy([[1000.0, 0.0]], [0]) == pytest.approx(0.0), "no overflow on large logits"
 
 
 def test_macro_f1_averages_only_labels_that_occur() -> None:
