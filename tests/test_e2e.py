@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,55 @@ def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_fact
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     assert not (output_dir / "latest").exists()
+
+
+# Freshly generated projects, each trained and served as a new user does it (the Run N names of the
+# quickstart report); MLCC_FRESH_PROJECTS=10 runs ten.
+FRESH_PROJECTS = [f"Run {number}" for number in range(1, int(os.environ.get("MLCC_FRESH_PROJECTS", "3")) + 1)]
+
+
+@pytest.mark.parametrize("name", FRESH_PROJECTS)
+def test_a_fresh_projects_first_smoke_run_serves_and_predicts_by_default(tmp_path: Path, name: str) -> None:
+    """Default settings, nothing chosen: `uv run serve` answers /predict and says which runtime and precision
+    do; `uv run predict` writes its file. The same project trains the same model every time."""
+    project = bake(tmp_path, lock=True, project_name=name)
+    assert project.run("uv", "sync", "--locked").returncode == 0
+    smoke = project.run("uv", "run", "train-local", "--smoke")
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assets = project.path / "models" / ".smoke" / "model"
+    port = free_port()
+    serve = subprocess.Popen(
+        ["uv", "run", "serve", "--port", str(port)], cwd=project.path, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, serve, {})
+        request = urllib.request.Request(f"{url}/predict", data=json.dumps({"text": "a wonderful film"}).encode())
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            assert answer.status == 200
+            assert json.loads(answer.read())["label"] in {"neg", "pos"}
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        output, _ = serve.communicate(timeout=60)
+    assert re.search(r"/predict with (onnxruntime|pytorch) (int8|fp32)", output), output[-3000:]
+    (project.path / "reviews.txt").write_text("a wonderful film\nawful and dull\n")
+    predicted = project.run("uv", "run", "predict", "reviews.txt")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert re.search(r"\((onnxruntime|pytorch) (int8|fp32) on cpu\)", predicted.stderr)
+    assert len((project.path / "reviews.predictions.jsonl").read_text().splitlines()) == 2
+    tokenizer = (assets / "tokenizer.json").read_bytes()
+    rebuilt = project.run("uv", "run", "python", "-c", REBUILD_SMOKE_ASSETS)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert (project.path / "models" / "again" / "model" / "tokenizer.json").read_bytes() == tokenizer, "reproducible"
+
+
+REBUILD_SMOKE_ASSETS = """
+from pathlib import Path
+from src.config import SMOKE_SETTINGS_FILE, load_settings
+from src.models import smoke
+smoke.build(Path("models/again"), seed=load_settings(overlays=[SMOKE_SETTINGS_FILE]).training.seed)
+"""
 
 
 STREAM_CLIENT = """

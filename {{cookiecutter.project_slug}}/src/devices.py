@@ -12,7 +12,11 @@ without it.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import typing
+from collections.abc import Mapping
 from typing import Literal
 
 from src.errors import UserError
@@ -32,6 +36,23 @@ def cpu_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def visible_gpus(environ: Mapping[str, str]) -> int:
+    """CUDA devices, counted without importing torch here (that costs seconds)."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return len(
+            [device for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip() not in {"", "-1"}]
+        )
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False, timeout=30)
+    return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
+
+
+def surely_cpu_only(environ: Mapping[str, str]) -> bool:
+    """No GPU to serve on, decided without importing torch (seconds): no CUDA device, and not a Mac (MPS)."""
+    return visible_gpus(environ) == 0 and sys.platform != "darwin"
 
 
 def cuda_available() -> bool:

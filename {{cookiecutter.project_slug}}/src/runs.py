@@ -279,11 +279,13 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def onnx_file(model_dir: Path, precision: str) -> Path:
-    """Where a model folder's ONNX export lives: its onnx/, or a per-folder cache when it is read-only."""
+    """Where a model folder's ONNX export lives: its onnx/, or a per-folder cache when that cannot be made.
+
+    Nothing is created here: the exporter makes the folder, a reader only looks.
+    """
     folder = model_dir / ONNX_FOLDER
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError:  # read-only: a mounted bucket, another user's folder
+    if not folder.is_dir() and (folder.exists() or not os.access(model_dir, os.W_OK)):
+        # read-only (a mounted bucket, another user's folder) or a file in the way
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         folder = cache / "onnx-exports" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
     return folder / f"model-{precision}.onnx"

@@ -21,17 +21,21 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import litserve as ls
 from fastapi.exceptions import RequestValidationError
 
-from src import errors, flags
+from src import errors, flags, runs
 from src.config import ServingSettings, load_settings
+from src.deployment import onnx_engine
 from src.deployment.batching import DrainingLoop
 from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
+from src.deployment.onnx_engine import Choice
 from src.deployment.pipes import PipeServer
 from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
 from src.devices import (
@@ -39,22 +43,24 @@ from src.devices import (
     check_serving_precision,
     check_serving_runtime,
     cpu_cores,
+    serving_precision,
     serving_runtime,
+    surely_cpu_only,
 )
 from src.errors import UserError
 from src.model_folder import ModelFolder, inspect_model_folder, model_to_serve
 
 
 class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
-    def __init__(self, model: ModelFolder, serving: ServingSettings, threads: int) -> None:
+    def __init__(self, model: ModelFolder, serving: ServingSettings, engine: Choice, threads: int) -> None:
         batched = serving.max_batch_size > 1
         super().__init__(
             max_batch_size=serving.max_batch_size, batch_timeout=serving.batch_timeout,
             loop=DrainingLoop() if batched else "auto",
         )  # fmt: skip
         self.model_dir = model.path
-        self.precision = serving.precision
-        self.runtime = serving.runtime
+        self.precision = engine.precision
+        self.runtime = engine.runtime
         self.threads = threads
 
     def setup(self, device: str) -> None:
@@ -95,8 +101,14 @@ def threads_per_worker(serving: ServingSettings) -> int:
     return max(1, cpu_cores() // serving.workers_per_device)
 
 
-def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:
-    api = ClassifierAPI(model, serving, threads_per_worker(serving))
+def describe_engine(engine: Choice) -> str:
+    if "auto" in (engine.runtime, engine.precision):
+        return "the runtime and precision its device suits (the worker's line says which)"
+    return f"{engine.runtime} {engine.precision}"
+
+
+def build_server(serving: ServingSettings, model: ModelFolder, engine: Choice) -> ls.LitServer:
+    api = ClassifierAPI(model, serving, engine, threads_per_worker(serving))
     guard = {
         "api_key": os.environ.get(API_KEY_ENV) or None,
         "body_timeout": serving.read_timeout,
@@ -117,19 +129,42 @@ def build_server(serving: ServingSettings, model: ModelFolder) -> ls.LitServer:
     return server
 
 
-def prepare_onnx(serving: ServingSettings, model: ModelFolder) -> int:
-    """Export and check the ONNX model in a child process when the workers will run ONNX Runtime.
+def choose_engine(serving: ServingSettings, model: ModelFolder) -> Choice:
+    """The runtime and precision the workers run: on CPU, ONNX Runtime's export checked against PyTorch first.
 
-    The child (onnx_engine.py) imports torch, which this process must not; it prints its one line.
+    The check imports torch, which this process must not (LitServe forks it): a child process
+    (onnx_engine.py) makes it and writes its choice to a file, unless the stamps of an earlier
+    start already tell (same export, same weights). On a GPU the worker resolves `auto` itself.
     """
-    if serving.runtime == "pytorch" or serving.accelerator in ("cuda", "mps"):
-        return 0
-    if serving.runtime == "auto" and serving.precision not in ("auto", CPU_SERVING_PRECISION):
-        return 0  # auto picks ONNX Runtime for int8 on CPU only
-    arguments = [str(model.path), serving.precision, serving.runtime, serving.accelerator]
-    command = [sys.executable, "-m", "src.deployment.onnx_engine", *arguments, str(threads_per_worker(serving))]
-    # A session of its own: Ctrl-C reaches this process only, which reports it and kills the child.
-    return subprocess.run(command, check=False, start_new_session=True).returncode
+    runtime, precision = serving.runtime, serving.precision
+    on_cpu = serving.accelerator == "cpu" or (serving.accelerator == "auto" and surely_cpu_only(os.environ))
+    if on_cpu:
+        if serving_runtime(runtime, precision, "cpu") == "pytorch":
+            return Choice("pytorch", serving_precision(precision, "cpu"))
+        if runtime == precision == "auto":
+            known = onnx_engine.stamped_choice(model.path)
+        else:
+            known = onnx_engine.stamped_explicit(model.path, serving_precision(precision, "cpu"))
+        if known is not None:
+            return known
+    elif serving.accelerator != "auto" or runtime == "pytorch" or precision not in ("auto", CPU_SERVING_PRECISION):
+        return Choice(runtime, precision)  # not ONNX Runtime: the worker resolves auto for its device
+    with tempfile.TemporaryDirectory(prefix="serve-engine-") as scratch:
+        answer = Path(scratch) / "choice.json"
+        arguments = [str(model.path), runtime, precision, serving.accelerator, str(threads_per_worker(serving))]
+        # A session of its own: Ctrl-C reaches this process only, which reports it and kills the child.
+        command = [sys.executable, "-m", "src.deployment.onnx_engine", *arguments, str(answer)]
+        if code := subprocess.run(command, check=False, start_new_session=True).returncode:
+            raise EngineCheckError(code)
+        return Choice(**runs.read_json(answer))
+
+
+class EngineCheckError(Exception):
+    """The export or its check ended with an exit code; it printed its own error line."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _quiet_child_signals() -> None:
@@ -209,15 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_serving_precision(serving.precision, serving.accelerator)  # before the worker loads torch
     check_serving_runtime(serving.runtime, serving.precision, serving.accelerator)
     model = inspect_model_folder(model_to_serve(serving.model_dir))
-    if code := prepare_onnx(serving, model):
-        return code
+    try:
+        engine = choose_engine(serving, model)
+    except EngineCheckError as failed:
+        return failed.code
+    for note in engine.notes:
+        print(note, flush=True)
     print(
-        f"Serving {model.path} on http://{serving.host}:{serving.port}/predict "
+        f"Serving {model.path} on http://{serving.host}:{serving.port}/predict with {describe_engine(engine)} "
         f"(labels {', '.join(model.labels)}; truncating at {model.max_length} tokens)",
         flush=True,
     )
     try:
-        run_server(build_server(serving, model), serving)
+        run_server(build_server(serving, model, engine), serving)
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
             raise

@@ -1,8 +1,9 @@
 """Batched prediction with the server's own classifier, on the best device, with a progress bar.
 
-`load` picks the runtime as the server does: on CPU, ONNX Runtime for int8 (serving.runtime
-auto), exported into the run folder and checked against PyTorch first (onnx_engine.prepare:
-the same files and the same refusal as `uv run serve`); PyTorch otherwise.
+`load` picks the runtime and precision as the server does (onnx_engine.choose): on CPU with
+both on auto, ONNX Runtime int8 when its export agrees with PyTorch fp32, else the next that
+does (ONNX Runtime fp32, then PyTorch), saying so; asked for explicitly, as asked or refused
+with the server's own line; PyTorch on GPUs.
 
 `predict` and `evaluate` both go through `classify`, which runs `Classifier.predict` (what the
 server's worker runs) on chunks of the texts sorted by token count, the order the classifier
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from src.deployment.classifier import MICRO_BATCH, Classifier
 from src.deployment.schemas import Prediction
-from src.devices import best_device, cpu_cores, serving_precision, serving_runtime
+from src.devices import best_device, cpu_cores, serving_runtime
 
 # Texts per call: enough to keep the device busy, few enough for the progress bar to move.
 CHUNK = 16 * MICRO_BATCH
@@ -36,14 +37,15 @@ def load(model_dir: Path, precision: str = "auto", device: str | None = None, ru
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Loading weights", once per load
     device = device or best_device()
-    if serving_runtime(runtime, precision, device) == "pytorch":
+    if device != "cpu" or serving_runtime(runtime, precision, device) == "pytorch":
         return Classifier(model_dir, device, precision=precision)
     from src.deployment import onnx_engine
 
     threads = cpu_cores()
-    parity = onnx_engine.prepare(model_dir, serving_precision(precision, device), threads)
-    print(onnx_engine.describe(parity, serving_precision(precision, device)), file=sys.stderr, flush=True)
-    return Classifier(model_dir, device, precision=precision, runtime="onnxruntime", threads=threads)
+    choice = onnx_engine.choose(model_dir, runtime, precision, threads)
+    for note in choice.notes:
+        print(note, file=sys.stderr, flush=True)
+    return Classifier(model_dir, device, precision=choice.precision, runtime=choice.runtime, threads=threads)
 
 
 def classify(classifier: Classifier, texts: Sequence[str], description: str = "predict") -> list[Prediction]:

@@ -16,9 +16,7 @@ import argparse
 import ipaddress
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -27,7 +25,7 @@ from pathlib import Path
 
 from src import errors, flags, runs
 from src.config import SMOKE_SETTINGS_FILE, Settings, load_settings
-from src.devices import cpu_cores
+from src.devices import cpu_cores, visible_gpus
 from src.errors import UserError
 from src.hub import hub_downloads, hub_reachable, offline_message
 from src.models import smoke
@@ -171,18 +169,6 @@ def check_output_dir(output_dir: Path) -> None:
             pass
     except OSError as error:
         raise UserError(f"training.output_dir {output_dir} is not writable: {error.strerror}") from None
-
-
-def visible_gpus(environ: Mapping[str, str]) -> int:
-    """CUDA devices, counted without importing torch here (that costs seconds)."""
-    if "CUDA_VISIBLE_DEVICES" in environ:
-        return len(
-            [device for device in environ["CUDA_VISIBLE_DEVICES"].split(",") if device.strip() not in {"", "-1"}]
-        )
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False, timeout=30)
-    return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

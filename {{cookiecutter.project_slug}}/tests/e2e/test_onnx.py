@@ -1,5 +1,6 @@
 """ONNX Runtime serving across the process boundary: an export killed with -9 midway, and a real
-`serve` refusing to start on an export that disagrees with PyTorch."""
+`serve` on an export that disagrees with PyTorch: refusing it when it was asked for, serving the
+next runtime that agrees on auto."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from src import runs
 from src.config import PROJECT_ROOT
 from src.deployment import onnx_engine
 from tests.helpers.processes import clean_env, free_port, only_error_line, run_module
+from tests.helpers.server import running_server
+
+STAMP = "model-int8.onnx" + onnx_engine.STAMP_SUFFIX
 
 
 def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> None:
@@ -20,7 +26,8 @@ def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> 
     folder = run_copy / "onnx"
     target = folder / "model-int8.onnx"
     assert not folder.exists(), "the run was copied with an export"
-    command = [sys.executable, "-m", "src.deployment.onnx_engine", str(run_copy), "int8", "onnxruntime", "cpu", "1"]
+    arguments = [str(run_copy), "onnxruntime", "int8", "cpu", "1", str(run_copy / "choice.json")]
+    command = [sys.executable, "-m", "src.deployment.onnx_engine", *arguments]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -35,20 +42,42 @@ def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> 
 
     assert onnx_engine.prepare(run_copy, "int8", threads=1).ok  # the next start
     assert target.is_file()
-    assert sorted(path.name for path in folder.iterdir()) == [".export.lock", "model-int8.onnx"]
+    assert sorted(path.name for path in folder.iterdir()) == [".export.lock", "model-int8.onnx", STAMP]
 
 
-def test_serve_refuses_an_export_that_disagrees_with_pytorch(
+def test_serve_refuses_an_export_asked_for_that_disagrees_with_pytorch(
     run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A cached export of another model (newer than the weights): the parity check stops the start."""
+    """A cached export of another model (newer than the weights), int8 asked for: the parity check stops the start."""
     onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
     target = runs.onnx_file(run_copy, "int8")
+    target.parent.mkdir()
     target.write_bytes((tmp_path / "foreign.onnx").read_bytes())
 
-    result = run_module("src.deployment.serve", "--model-dir", str(run_copy), "--port", str(free_port()), timeout=120)
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    line = only_error_line(result.stderr)
-    assert "disagrees with PyTorch fp32" in line
-    assert "--runtime pytorch" in line
-    assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
+    explicit = ["--runtime", "onnxruntime", "--precision", "int8"]
+    for _ in ("checked", "stamped"):  # the second start reads the first one's verdict, and refuses alike
+        result = run_module("src.deployment.serve", "--model-dir", str(run_copy), "--port", str(free_port()),
+                            *explicit, timeout=120)  # fmt: skip
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+        line = only_error_line(result.stderr)
+        assert "disagrees with PyTorch fp32" in line
+        assert "--runtime pytorch" in line
+        assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
+    assert "checked at an earlier start" in line
+
+
+def test_serve_on_auto_answers_through_the_next_runtime_when_int8_disagrees(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path
+) -> None:
+    """The default start never refuses a model it can serve: one line says int8 is not used, fp32 answers."""
+    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
+    target = runs.onnx_file(run_copy, "int8")
+    target.parent.mkdir()
+    target.write_bytes((tmp_path / "foreign.onnx").read_bytes())
+    with running_server(run_copy) as server:
+        answer = httpx.post(f"{server.url}/predict", json={"text": "a wonderful film"}, timeout=30)
+        output = server.output()
+    assert answer.status_code == 200, answer.text
+    assert "ONNX Runtime int8 disagrees with PyTorch fp32" in output
+    assert "with onnxruntime fp32" in output
+    assert "worker ready on cpu: onnxruntime fp32" in output

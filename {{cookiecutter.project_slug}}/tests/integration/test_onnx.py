@@ -4,18 +4,23 @@ export, and runtimes that cannot serve (a killed export and a refused start: tes
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from src import runs
+from src.config import load_settings
 from src.deployment import onnx_engine, serve
 from src.deployment.classifier import ONNX_GROUP_TOKENS, Classifier, length_groups
+from src.errors import UserError
+from src.model_folder import inspect_model_folder
 from tests.helpers.processes import call, free_port, only_error_line
 
 
 def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) -> None:
     parity = onnx_engine.prepare(run_copy, "int8", threads=1)
+    assert not parity.checked_before
     assert runs.onnx_file(run_copy, "int8") == run_copy / "onnx" / "model-int8.onnx"
     assert (run_copy / "onnx" / "model-int8.onnx").is_file()
     assert parity.ok
@@ -60,6 +65,101 @@ def test_a_batch_is_cut_into_groups_of_like_length_within_the_token_budget() -> 
     # 3 short + 1 middling padded to it (4 x 64 tokens: the budget), 4 middling, then each long one alone
     assert [len(group) for group in groups] == [4, 4, 1, 1]
     assert length_groups([short] * 5, most_texts=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_int8_keeps_the_classification_head_in_full_precision(run_copy: Path) -> None:
+    import onnx
+
+    onnx_engine.prepare(run_copy, "int8", threads=1)
+    graph = onnx.load(str(runs.onnx_file(run_copy, "int8"))).graph
+    quantized = [node.name for node in graph.node if node.op_type == "MatMulInteger"]
+    assert any(name.startswith("/distilbert/transformer/") for name in quantized), "the transformer layers are int8"
+    assert not [name for name in quantized if "classifier" in name], "the head is not"
+
+
+def test_a_second_start_reads_the_verdict_stamped_beside_the_export(run_copy: Path) -> None:
+    first = onnx_engine.prepare(run_copy, "int8", threads=1)
+    stamp = onnx_engine.stamp_file(runs.onnx_file(run_copy, "int8"))
+    written = stamp.stat().st_mtime_ns
+    again = onnx_engine.prepare(run_copy, "int8", threads=1)
+    assert again.checked_before
+    assert again.max_probability_change == first.max_probability_change
+    assert stamp.stat().st_mtime_ns == written, "nothing checked or written again"
+    choice = onnx_engine.stamped_choice(run_copy)
+    assert choice is not None, "int8 passed: auto needs no other check"
+    assert (choice.runtime, choice.precision) == ("onnxruntime", "int8")
+    assert choice == onnx_engine.choose(run_copy, "auto", "auto", threads=1)
+
+
+@pytest.mark.parametrize("changed", ["weights", "export", "criteria"])
+def test_a_stamp_no_longer_counts_once_what_it_checked_changes(
+    run_copy: Path, changed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    onnx_engine.prepare(run_copy, "int8", threads=1)
+    if changed == "weights":
+        config = run_copy / "config.json"
+        config.write_text(config.read_text() + "\n")
+    elif changed == "export":
+        export = runs.onnx_file(run_copy, "int8")
+        export.write_bytes(export.read_bytes() + b"\0")
+    else:
+        monkeypatch.setattr(onnx_engine, "CRITERIA", {**onnx_engine.CRITERIA, "max_mean_change": 0.005})
+    assert onnx_engine.stamped(run_copy, "int8") is None
+    again = onnx_engine.prepare(run_copy, "int8", threads=1)
+    assert again.ok
+    # A damaged export is made again, byte for byte the one checked before: its verdict stands.
+    assert again.checked_before == (changed == "export")
+
+
+def test_auto_chooses_the_first_runtime_whose_export_agrees(run_copy: Path, smoke_assets: dict[str, Path]) -> None:
+    foreign = run_copy.parent / "foreign"
+    onnx_engine.export(smoke_assets["model"], "int8", foreign)
+    target = runs.onnx_file(run_copy, "int8")
+    target.parent.mkdir()
+    target.write_bytes(foreign.read_bytes())  # another model's export, newer than the weights
+    choice = onnx_engine.choose(run_copy, "auto", "auto", threads=1)
+    assert (choice.runtime, choice.precision) == ("onnxruntime", "fp32")
+    assert len(choice.notes) == 2
+    assert "int8 disagrees" in choice.notes[0]
+    assert "not serving it" in choice.notes[0]
+    assert "fp32 agrees" in choice.notes[1]
+    again = onnx_engine.stamped_choice(run_copy)
+    assert again is not None, "the next start chooses from the stamps"
+    assert (again.runtime, again.precision) == ("onnxruntime", "fp32")
+    with pytest.raises(UserError, match="int8 disagrees"):
+        onnx_engine.choose(run_copy, "onnxruntime", "int8", threads=1)  # asked for: refused
+
+
+def test_serve_chooses_from_the_stamps_without_starting_the_check(
+    run_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second start of the same run: no child process exports or checks anything."""
+    onnx_engine.choose(run_copy, "auto", "auto", threads=1)  # the first start
+    serving = load_settings(environ={"SERVING__ACCELERATOR": "cpu"}).serving
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a second start ran {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    engine = serve.choose_engine(serving, inspect_model_folder(run_copy))
+    assert (engine.runtime, engine.precision) == ("onnxruntime", "int8")
+    assert "checked at an earlier start" in engine.notes[0]
+
+
+def test_parity_ignores_label_flips_of_texts_pytorch_is_undecided_about() -> None:
+    undecided = {"neg": 0.51, "pos": 0.49}
+    flipped = {"neg": 0.49, "pos": 0.51}
+    decided = {"neg": 0.1, "pos": 0.9}
+    parity = onnx_engine.compare([undecided, *[decided] * 4], [flipped, *[decided] * 4], "five texts")
+    assert parity.label_agreement == 1.0
+    assert parity.max_probability_change == pytest.approx(0.02)
+    assert parity.ok
+    wrong = onnx_engine.compare([decided] * 99 + [undecided], [{"neg": 0.6, "pos": 0.4}] + [decided] * 99, "100")
+    assert wrong.label_agreement == pytest.approx(98 / 99)
+    assert not wrong.ok, "a decided text changed its label, and by 0.5"
+    drifting = onnx_engine.compare([decided] * 10, [{"neg": 0.12, "pos": 0.88}] * 10, "ten")
+    assert drifting.max_probability_change < onnx_engine.MAX_PROBABILITY_CHANGE
+    assert not drifting.ok, "every text moved by 0.02: above the average change allowed"
 
 
 def test_fp32_export_matches_pytorch_exactly(run_copy: Path) -> None:

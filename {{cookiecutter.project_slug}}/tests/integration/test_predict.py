@@ -41,18 +41,53 @@ def test_1000_rows_equal_the_servers_classifier(
         assert row["predicted_score"] == max(row["probability_neg"], row["probability_pos"])
 
 
-def test_an_onnx_export_that_disagrees_with_pytorch_is_refused_like_serve_refuses_it(
+def foreign_export(run_copy: Path, smoke_assets: dict[str, Path], precision: str, tmp_path: Path) -> None:
+    """The run's ONNX export replaced by one of another model, newer than the weights: it fails parity."""
+    onnx_engine.export(smoke_assets["model"], precision, tmp_path / f"foreign-{precision}.onnx")
+    target = runs.onnx_file(run_copy, precision)
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes((tmp_path / f"foreign-{precision}.onnx").read_bytes())
+
+
+def test_an_int8_export_that_disagrees_with_pytorch_is_not_used_and_the_next_runtime_answers(
     run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A cached export of another model (newer than the weights): predict stops before classifying."""
-    onnx_engine.export(smoke_assets["model"], "int8", tmp_path / "foreign.onnx")
-    runs.onnx_file(run_copy, "int8").write_bytes((tmp_path / "foreign.onnx").read_bytes())
+    """Settings on auto: ONNX Runtime fp32 answers instead, and predict says so in one line."""
+    foreign_export(run_copy, smoke_assets, "int8", tmp_path)
     source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
-    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 2
+    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 0
+    err = capsys.readouterr().err
+    assert "ONNX Runtime int8 disagrees with PyTorch fp32" in err
+    assert "not serving it" in err
+    assert "(onnxruntime fp32 on cpu)" in err
+    assert len((tmp_path / "reviews.predictions.jsonl").read_text().splitlines()) == 20
+
+
+def test_pytorch_answers_when_no_onnx_export_agrees(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for precision in ("int8", "fp32"):
+        foreign_export(run_copy, smoke_assets, precision, tmp_path)
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
+    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 0
+    err = capsys.readouterr().err
+    assert err.count("not serving it") == 2
+    assert "(pytorch fp32 on cpu)" in err
+
+
+def test_an_onnx_export_asked_for_that_disagrees_with_pytorch_is_refused_like_serve_refuses_it(
+    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--runtime onnxruntime --precision int8 given: predict stops before classifying."""
+    foreign_export(run_copy, smoke_assets, "int8", tmp_path)
+    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
+    argv = ["--model-dir", str(run_copy), "--runtime", "onnxruntime", "--precision", "int8"]
+    assert call(predict.main, str(source), *argv) == 2
     line = only_error_line(capsys.readouterr().err)
     assert "disagrees with PyTorch fp32" in line
     assert "--runtime pytorch" in line
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["foreign.onnx", "reviews.jsonl", "runs"], "no output"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "foreign-int8.onnx", "reviews.jsonl", "runs"], "no output"  # fmt: skip
 
 
 @pytest.mark.parametrize(

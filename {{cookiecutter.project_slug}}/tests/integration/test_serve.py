@@ -22,7 +22,6 @@ from src.config import load_settings
 from src.deployment import onnx_engine, serve
 from src.deployment.classifier import Classifier
 from src.deployment.schemas import PredictRequest
-from src.devices import serving_precision, serving_runtime
 from src.model_folder import inspect_model_folder
 from src.models.train_model import train
 from tests.helpers.models import MODEL_DAMAGES, damaged_model, smoke_settings
@@ -347,9 +346,8 @@ def test_served_model_truncates_at_the_trained_length(short_model: Path, capsys:
     prefix = "the film was great and the cast brilliant but the plot " * 4  # well over 32 tokens
     long_texts = [prefix + "awful boring dull terrible " * 200, prefix + "superb moving delightful " * 200]
     serving = load_settings(environ={}).serving
-    if serving_runtime(serving.runtime, serving.precision, "cpu") == "onnxruntime":
-        onnx_engine.prepare(short_model, serving_precision(serving.precision, "cpu"), threads=1)  # as serve's start
-    worker = serve.ClassifierAPI(inspect_model_folder(short_model), serving, threads=1)
+    engine = onnx_engine.choose(short_model, serving.runtime, serving.precision, threads=1)  # as serve's start
+    worker = serve.ClassifierAPI(inspect_model_folder(short_model), serving, engine, threads=1)
     worker.setup("cpu")  # what each inference worker of the server does
     assert "truncating at 32 tokens" in capsys.readouterr().out
     predictions = [worker.predict(worker.decode_request(PredictRequest(text=text))) for text in long_texts]
