@@ -62,9 +62,8 @@ def probabilities(session_path: Path, encoded: list[list[int]]) -> np.ndarray[An
 def passes_earlier(reference: np.ndarray[Any, Any], served: np.ndarray[Any, Any]) -> bool:
     head, tail = reference[: EARLIER["texts"]], served[: EARLIER["texts"]]
     agreement = float(np.mean(head.argmax(1) == tail.argmax(1)))
-    return agreement >= EARLIER["min_label_agreement"] and float(np.abs(head - tail).max()) <= EARLIER[
-        "max_probability_change"
-    ]
+    change = float(np.abs(head - tail).max())
+    return agreement >= EARLIER["min_label_agreement"] and change <= EARLIER["max_probability_change"]
 
 
 def one_seed(seed: int, work: Path) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Make the freshly generated project usable at once.
 
-First it lays the chosen task's own files over the shared ones (`_tasks/<task>/`, with
-`REMOVED` naming the default task's files that task does without), so a project carries
-its task's code only. Then it locks the dependencies with uv (when uv and the package index answer), makes the
+First it puts the chosen task's own files in place (`_tasks/<task>/`: its settings model and
+files, `src/task/`, `tests/task/`, its notebook and README) and removes every task folder, so
+a project carries the shared core and its own task's code only. Then it locks the dependencies with uv (when uv and the package index answer), makes the
 first git commit (when git is present), installs the pre-commit git hook if the
 user asked for it, then prints the next commands. Under cruft it only renders.
 Nothing here is fatal: a missing tool becomes a note saying what to run by hand.
@@ -24,27 +24,21 @@ from pathlib import Path
 SKIP_LOCK_ENV = "MLCC_SKIP_UV_LOCK"
 LOCK_TIMEOUT_S = 300
 TASKS_DIR = Path("_tasks")
-REMOVED = "REMOVED"  # in a task's folder: the paths (one per line) of default-task files it drops
 
 
 def apply_task(task: str, root: Path = Path()) -> None:
-    """Remove what the task drops, move its files into place, then remove every task folder."""
-    overlay = root / TASKS_DIR / task
-    if overlay.is_dir():
-        removed = overlay / REMOVED
-        names = removed.read_text(encoding="utf-8").split() if removed.is_file() else []
-        for name in names:
-            target = root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink()  # a missing file is a template bug: fail loudly
-        for source in sorted(overlay.rglob("*")):
-            if source.is_file() and source != removed:
-                target = root / source.relative_to(overlay)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-    shutil.rmtree(root / TASKS_DIR, ignore_errors=True)
+    """Copy the task's files into place (they add to the shared ones, never replace one), then remove every task folder."""
+    chosen = root / TASKS_DIR / task
+    if not chosen.is_dir():  # the pre-generation hook checks the answer: a template bug
+        raise FileNotFoundError(chosen)
+    for source in sorted(chosen.rglob("*")):
+        if source.is_file():
+            target = root / source.relative_to(chosen)
+            if target.exists():  # a shared file is the same for every task: a template bug
+                raise FileExistsError(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    shutil.rmtree(root / TASKS_DIR)
 
 
 def run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

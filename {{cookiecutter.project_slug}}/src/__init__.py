@@ -1,1 +1,1 @@
-"""Fine-tune a Hugging Face text classifier, then serve it as a REST API."""
+"""Fine-tune a Hugging Face model on your data, then serve it: the shared core and this project's task (src/task/)."""

@@ -1,12 +1,9 @@
 """Which device, and which precision on it: the one answer training, serving, predict and evaluate use.
 
 Training: bf16 where the GPU supports it, else fp16 on CUDA, full precision on CPU and MPS.
-Serving: bf16 (or fp16) on CUDA, fp16 on MPS, and on CPU the measured defaults,
-CPU_SERVING_PRECISION and CPU_SERVING_RUNTIME (benchmarks/serving_throughput.py measures fp32
-against int8, PyTorch against ONNX Runtime, for speed and accuracy; the template's README
-quotes the numbers). ONNX Runtime serves on CPU only, in fp32 or int8. torch is
-imported only by the functions that ask the hardware, so the settings can name the choices
-without it.
+Serving: bf16 (or fp16) on CUDA, fp16 on MPS, and on CPU what the task measured best (its
+engine passes it). torch is imported only by the functions that ask the hardware, so the
+settings can name the choices and the launchers can count devices without it.
 """
 
 from __future__ import annotations
@@ -15,20 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import typing
 from collections.abc import Mapping
 from typing import Literal
 
-from src.errors import UserError
-
 TrainingPrecision = Literal["auto", "bf16", "fp16", "no"]
-ServingPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
-ServingRuntime = Literal["auto", "pytorch", "onnxruntime"]
-SERVING_PRECISIONS: tuple[str, ...] = typing.get_args(ServingPrecision)
-SERVING_RUNTIMES: tuple[str, ...] = typing.get_args(ServingRuntime)
-CPU_SERVING_PRECISION = "int8"
-CPU_SERVING_RUNTIME = "onnxruntime"
-ONNX_PRECISIONS = ("fp32", "int8")
 
 
 def cpu_cores() -> int:
@@ -85,48 +72,10 @@ def training_precision(choice: str) -> str:
     return _half_for_cuda() if cuda_available() else "no"
 
 
-def check_serving_precision(requested: str, device_type: str) -> None:
-    """An explicit serving.precision the device cannot run is a UserError (no torch needed)."""
-    if requested not in SERVING_PRECISIONS:
-        raise UserError(f"serving.precision: {requested!r} is not one of {', '.join(SERVING_PRECISIONS)}")
-    if requested == "int8" and device_type in ("cuda", "mps"):
-        raise UserError(
-            f"serving.precision (--precision): int8 runs on CPU only, not on {device_type}: use auto, fp16 or bf16"
-        )
-
-
-def serving_precision(requested: str, device_type: str) -> str:
-    """serving.precision resolved for the device: fp32, bf16, fp16 or int8."""
-    check_serving_precision(requested, device_type)
+def serving_precision(requested: str, device_type: str, on_cpu: str = "fp32") -> str:
+    """serving.precision resolved for the device: auto is bf16 (else fp16) on CUDA, fp16 on MPS, `on_cpu` on CPU."""
     if requested != "auto":
         return requested
     if device_type == "cuda":
         return _half_for_cuda()
-    return "fp16" if device_type == "mps" else CPU_SERVING_PRECISION
-
-
-def check_serving_runtime(runtime: str, precision: str, device_type: str) -> None:
-    """An explicit serving.runtime the device or precision cannot run is a UserError (no torch needed)."""
-    if runtime not in SERVING_RUNTIMES:
-        raise UserError(f"serving.runtime: {runtime!r} is not one of {', '.join(SERVING_RUNTIMES)}")
-    if runtime != "onnxruntime":
-        return
-    if device_type in ("cuda", "mps"):
-        raise UserError(
-            f"serving.runtime (--runtime): onnxruntime serves on CPU only, not on {device_type}: use auto or pytorch"
-        )
-    if precision not in ("auto", *ONNX_PRECISIONS):
-        raise UserError(
-            f"serving.runtime (--runtime): onnxruntime serves fp32 or int8, not {precision}: "
-            "set serving.precision (--precision) to auto, int8 or fp32, or use --runtime pytorch"
-        )
-
-
-def serving_runtime(runtime: str, precision: str, device_type: str) -> str:
-    """serving.runtime resolved for the device: pytorch or onnxruntime."""
-    check_serving_runtime(runtime, precision, device_type)
-    if runtime != "auto":
-        return runtime
-    if device_type == "cpu" and serving_precision(precision, device_type) == CPU_SERVING_PRECISION:
-        return CPU_SERVING_RUNTIME
-    return "pytorch"
+    return "fp16" if device_type == "mps" else on_cpu

@@ -24,9 +24,10 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 # OS errors the user fixes by freeing space or choosing another place: no traceback.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
-# Set by a supervising launcher (src/models/train_local.py): its child processes report how they
-# ended in a file there instead of printing, and the launcher prints one line for them all.
-STATUS_DIR_ENV = "TRAIN_STATUS_DIR"
+# Set by a parent that speaks for its child processes (train-local's supervisor, a task's step
+# before serving): they report how they ended in a file there instead of printing, and the
+# parent prints one line for them all (`reported`).
+STATUS_DIR_ENV = "CHILD_STATUS_DIR"
 
 
 class UserError(Exception):
@@ -73,6 +74,23 @@ def _report(code: int, message: str) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
     elif code != EXIT_USER_ERROR:
         print("interrupted" if code == EXIT_INTERRUPTED else "terminated", file=sys.stderr, flush=True)
+
+
+def reported(status_dir: Path, code: int, what: str) -> BaseException:
+    """How a child that reported into `status_dir` ended, as the exception this process ends with."""
+    for path in sorted(status_dir.glob("*.json")):
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if status.get("message"):
+            return UserError(str(status["message"]))
+        code = int(status.get("code", code))
+    if code == EXIT_INTERRUPTED:
+        return KeyboardInterrupt()
+    if code == EXIT_TERMINATED:
+        return Terminated()
+    return UserError(f"{what} failed (exit code {code}): its output is above")
 
 
 def exit_code(main: Callable[[], int | None]) -> int:

@@ -86,14 +86,6 @@ TRAIN_CLOUD = Command("train-cloud", "Fine-tune on the cloud with SkyPilot.", (
     Flag("--cluster", "cloud.cluster_name", "cluster or managed-job name"),
 ))  # fmt: skip
 
-SERVE = Command("serve", "Serve the fine-tuned model over HTTP.", (
-    Flag("--host", "serving.host", "interface to listen on: 127.0.0.1, 0.0.0.0 or ::"),
-    Flag("--port", "serving.port", "port to listen on, 1024-65535", NUMBER),
-    Flag("--model-dir", "serving.model_dir", "saved model folder, or a runs folder's latest", PATH),
-    Flag("--precision", "serving.precision", "auto, fp32, bf16, fp16 or int8"),
-    Flag("--runtime", "serving.runtime", "auto, pytorch or onnxruntime (CPU)"),
-))  # fmt: skip
-
 SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe.", (
     Flag("--dry-run", None, "validate and print the command only", SWITCH),
     Flag("--infra", "cloud.infra", "cloud[/region], e.g. aws or gcp/us-central1"),
@@ -105,34 +97,26 @@ SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe
          exclusive_group="model"),
 ))  # fmt: skip
 
-FULL_PRECISION = "fp32"  # evaluate: the model as trained, comparable with metrics.json
-EVALUATE = Command("evaluate", "Evaluate a finished run and write its report.", (
+# The flags every task's serve, evaluate and predict take; each task adds its own (src/task/).
+SERVE_FLAGS = (
+    Flag("--host", "serving.host", "interface to listen on: 127.0.0.1, 0.0.0.0 or ::"),
+    Flag("--port", "serving.port", "port to listen on, 1024-65535", NUMBER),
+    Flag("--model-dir", "serving.model_dir", "a trained run's folder, or a runs folder's latest", PATH),
+)
+EVALUATE_FLAGS = (
     Flag("run", None, "a run under training.output_dir (default: latest)", {"nargs": "?", "metavar": "RUN"}),
     Flag("--model-dir", None, "a run or saved model folder instead of RUN", PATH),
-    Flag("--data", None, "evaluate on this .jsonl/.json/.csv/.parquet file instead", PATH),
-    Flag("--text-column", None, "column holding the text in --data (default: the run's data.text_column)"),
-    Flag("--label-column", None, "column holding the label in --data (default: the run's data.label_column)"),
     Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
-    Flag("--precision", None, f"{FULL_PRECISION} (default: the model as trained), or as served: auto, bf16, fp16, "
-         "int8", {"default": FULL_PRECISION}),
-    Flag("--runtime", None, "auto (ONNX Runtime for int8 on CPU, as served), pytorch or onnxruntime",
-         {"default": "auto"}),
-))  # fmt: skip
-
-PREDICT = Command("predict", "Classify the texts in a file.", (
-    Flag("input", None, "the file of texts (.jsonl, .json, .csv, .parquet, .txt); - for stdin", {"metavar": "INPUT"}),
+)
+PREDICT_FLAGS = (
     Flag("--output", None, "where to write (default: beside INPUT; - stdout)", {"metavar": "OUTPUT"}, short="-o"),
-    Flag("--model-dir", "serving.model_dir", "saved model folder", PATH),
-    Flag("--text-column", None, "column holding the text (default: the run's data.text_column)"),
-    Flag("--precision", "serving.precision", "auto, fp32, bf16, fp16 or int8"),
-    Flag("--runtime", "serving.runtime", "auto, pytorch or onnxruntime (CPU)"),
+    Flag("--model-dir", "serving.model_dir", "a trained run's folder", PATH),
     Flag("--force", None, "replace OUTPUT if it exists", SWITCH),
-))  # fmt: skip
+)
 
 COMPARE = Command("compare", "The finished training runs side by side.", (
     Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
     Flag("--markdown", None, "print a Markdown table", SWITCH),
 ))  # fmt: skip
 
-COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, TRAIN_CLOUD, SERVE, SERVE_CLOUD, EVALUATE, PREDICT,
-                                                   COMPARE)}  # fmt: skip
+COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, TRAIN_CLOUD, SERVE_CLOUD, COMPARE)}

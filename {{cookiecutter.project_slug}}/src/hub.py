@@ -6,12 +6,15 @@ failing. The check imports nothing heavy so the launcher can run it in a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from src.config import Settings
+from src.errors import UserError
+from src.settings import DataSettings, Settings
 
 PROBE_TIMEOUT_S = 4.0
 
@@ -58,3 +61,14 @@ def offline_message(missing: list[tuple[str, str]]) -> str:
         "model.checkpoint and data.train_file/eval_file in configs/settings.yaml at local copies "
         "(with data.dataset: null)."
     )
+
+
+@contextlib.contextmanager
+def reading(data: DataSettings) -> Iterator[None]:
+    """Around reading the data: a missing file or an unreachable Hub is one line saying which and what to do."""
+    try:
+        yield
+    except (ConnectionError, OSError) as error:
+        if data.dataset is None:
+            raise UserError(f"cannot read the data files: {error}") from None
+        raise UserError(offline_message([("dataset", data.dataset)])) from None

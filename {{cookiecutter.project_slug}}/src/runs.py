@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -41,13 +39,7 @@ RUN_INFO = "run.json"
 METRICS = "metrics.json"
 RUN_SETTINGS = "settings.yaml"  # the settings the run was trained with
 TRAINER_STATE = "trainer_state.json"  # the Trainer's log history (written last into a checkpoint, too)
-ONNX_FOLDER = "onnx"  # serving's ONNX Runtime exports (src/deployment/onnx_engine.py)
 TIME_FORMAT = "%Y%m%d-%H%M%S"
-MODEL_CONFIGS = ("config.json", "adapter_config.json")  # a saved model, or a LoRA adapter on a base model
-
-
-class ModelNotFoundError(UserError):
-    """No finished model where one was expected; the message says how to make one."""
 
 
 def check_run_id(name: str, what: str) -> str:
@@ -206,7 +198,7 @@ def point_latest(output_dir: Path, run_id: str) -> None:
         temporary.symlink_to(run_id, target_is_directory=True)
     except OSError:
         # No symlinks (some bucket mounts, Windows without developer mode): a text file
-        # holding the run id does the same job for resolve_model_dir.
+        # holding the run id does the same job for follow_latest.
         temporary.write_text(run_id + "\n", encoding="utf-8")
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)
@@ -219,31 +211,11 @@ def remove_stale_staging(output_dir: Path, run_id: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_model_dir(path: Path) -> Path:
-    """Follow the `latest` pointer (symlink or text file) to a folder holding a model."""
+def follow_latest(path: Path) -> Path:
+    """`path` itself, or the run a `latest` pointer (symlink or text file) names, resolved."""
     if path.is_file() and path.name == LATEST:
         path = path.parent / path.read_text(encoding="utf-8").strip()
-    path = path.resolve()
-    if path.is_file():
-        raise ModelNotFoundError(f"{path} is a file: give the folder that holds the saved model (config.json)")
-    if not any((path / name).is_file() for name in MODEL_CONFIGS):
-        raise ModelNotFoundError(
-            f"no trained model at {path}: run `uv run train-local` to fine-tune one "
-            "(or `uv run train-local --smoke` for a tiny offline model), "
-            "or point serving.model_dir / --model-dir at a saved model folder"
-        )
-    return path
-
-
-def find_run(output_dir: Path, name: str | None) -> Path:
-    """A finished run by id (or `latest` when None)."""
-    if name is None or name == LATEST:
-        return resolve_model_dir(output_dir / LATEST)
-    candidate = output_dir / check_run_id(name, "RUN")
-    if not candidate.is_dir():
-        known = ", ".join(path.name for path in finished_runs(output_dir)[:5]) or "none yet"
-        raise ModelNotFoundError(f"no run {name!r} under {output_dir} (newest runs: {known})")
-    return resolve_model_dir(candidate)
+    return path.resolve()
 
 
 def timestamp(moment: datetime) -> str:
@@ -276,16 +248,3 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def onnx_file(model_dir: Path, precision: str) -> Path:
-    """Where a model folder's ONNX export lives: its onnx/, or a per-folder cache when that cannot be made.
-
-    Nothing is created here: the exporter makes the folder, a reader only looks.
-    """
-    folder = model_dir / ONNX_FOLDER
-    if not folder.is_dir() and (folder.exists() or not os.access(model_dir, os.W_OK)):
-        # read-only (a mounted bucket, another user's folder) or a file in the way
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        folder = cache / "onnx-exports" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
-    return folder / f"model-{precision}.onnx"

@@ -1,11 +1,11 @@
 """What complete weights are: the one check that training's resume and serving's start-up share.
 
-A saved model's weights are `model.safetensors` (or shards listed in an index) or a torch
-zip archive (`pytorch_model.bin`), a LoRA adapter's `adapter_model.safetensors` beside its
-`adapter_config.json`; a Trainer checkpoint adds the optimizer and scheduler state and,
-written last, trainer_state.json. The checks read headers and archive indices,
-never the tensors, and import no torch: a second or so on a real-size model. Each returns
-None when the file (or folder) is complete, else what is wrong with it.
+A task says what its saved model is made of (ModelFiles: a config file and its weights files,
+by preference): a transformers model saves `config.json` and `model.safetensors` (or shards
+listed in an index) or a torch zip archive (`pytorch_model.bin`); a Trainer checkpoint adds the
+optimizer and scheduler state and, written last, trainer_state.json. The checks read headers
+and archive indices, never the tensors, and import no torch: a second or so on a real-size
+model. Each returns None when the file (or folder) is complete, else what is wrong with it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import math
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from src.runs import TRAINER_STATE
@@ -21,9 +22,19 @@ from src.runs import TRAINER_STATE
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's save_pretrained: the adapters only
-ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILES = ("optimizer.pt", "scheduler.pt")
+INDEX_SUFFIX = ".index.json"  # an index lists the shards of the weights (its weight_map)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a saved model is made of: its config file, and its weights (the first one present counts)."""
+
+    config: str
+    weights: tuple[str, ...]
+
+
+SAVED_MODEL = ModelFiles("config.json", (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_WEIGHTS))
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
@@ -90,27 +101,22 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
-def weights_problem(model_dir: Path) -> tuple[Path, str] | None:
+def weights_problem(model_dir: Path, files: ModelFiles) -> tuple[Path, str] | None:
     """The damaged or missing weights file of a saved model folder, and what is wrong with it."""
-    if (model_dir / SAFETENSORS).is_file():
-        files = [model_dir / SAFETENSORS]
-    elif (model_dir / SAFETENSORS_INDEX).is_file():
-        index_path = model_dir / SAFETENSORS_INDEX
+    present = next((model_dir / name for name in files.weights if (model_dir / name).is_file()), None)
+    if present is None:
+        return model_dir, f"no weights ({' or '.join(files.weights)})"
+    paths = [present]
+    if present.name.endswith(INDEX_SUFFIX):
         try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
+            index = json.loads(present.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
-            return index_path, "not readable JSON"
+            return present, "not readable JSON"
         shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
         if not shards or not all(isinstance(shard, str) for shard in shards):
-            return index_path, "lists no weight files"
-        files = [model_dir / shard for shard in sorted(shards)]
-    elif (model_dir / PYTORCH_WEIGHTS).is_file():
-        files = [model_dir / PYTORCH_WEIGHTS]
-    elif (model_dir / ADAPTER_WEIGHTS).is_file():
-        files = [model_dir / ADAPTER_WEIGHTS]
-    else:
-        return model_dir, f"no weights ({SAFETENSORS} or {PYTORCH_WEIGHTS})"
-    for path in files:
+            return present, "lists no weight files"
+        paths = [model_dir / shard for shard in sorted(shards)]
+    for path in paths:
         if not path.is_file():
             return path, "missing (listed in the index)"
         problem = file_problem(path)
@@ -119,15 +125,14 @@ def weights_problem(model_dir: Path) -> tuple[Path, str] | None:
     return None
 
 
-def checkpoint_problem(checkpoint: Path) -> str | None:
+def checkpoint_problem(checkpoint: Path, files: ModelFiles) -> str | None:
     """Why a Trainer checkpoint cannot be resumed from, or None when it is complete."""
     if not (checkpoint / TRAINER_STATE).is_file():
         return f"{TRAINER_STATE} is missing (the save was cut off)"
-    damaged = weights_problem(checkpoint)
+    damaged = weights_problem(checkpoint, files)
     if damaged:
         return f"{damaged[0].name}: {damaged[1]}"
-    config = ADAPTER_CONFIG if (checkpoint / ADAPTER_WEIGHTS).is_file() else "config.json"
-    for required in (config, *CHECKPOINT_FILES):
+    for required in (files.config, *CHECKPOINT_FILES):
         if not (checkpoint / required).is_file():
             return f"{required} is missing"
     for path in sorted(checkpoint.iterdir()):

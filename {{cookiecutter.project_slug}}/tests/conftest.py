@@ -1,11 +1,13 @@
 """What every test shares: a user's clean shell, and, built once per test run, the tiny offline
 model and data, one trained run and one real server.
 
-The tests run the real code paths (Trainer, LitServe) on a model of ~230k parameters, so the
+The tests run the real code paths (the Trainer, LitServe) on the task's tiny smoke model, so the
 suite needs no network. This file stays light: the training code is imported only when a
 fixture that trains runs (tests/unit never does), by name so that Pants does not make every
 test depend on the training stack (tests/integration/BUILD and tests/e2e/BUILD declare it).
 The trained run is read-only: a test that writes into a run works on its own copy (`run_copy`).
+The core's tests (tests/unit, tests/integration, tests/e2e) run in every project, whatever its
+task; tests/task/ holds the task's own, in the same tiers.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import httpx
 import pytest
 
 from src import runs
-from src.models import smoke
-from tests.helpers.models import copy_run, smoke_settings
+from src.task import TASK
+from tests.helpers.models import build_smoke_assets, copy_run, smoke_settings
 from tests.helpers.processes import inherited, start_import_probe
 from tests.helpers.server import Server, start_server, stop_server, wait_until_healthy
+from tests.task import samples
 
-E2E_DIR = Path(__file__).parent / "e2e"
 API_KEY = "test-key-123"
 READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
 
@@ -49,7 +51,7 @@ def pytest_configure() -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if E2E_DIR in item.path.parents:
+        if "e2e" in item.path.relative_to(Path(__file__).parent).parts:
             item.add_marker(pytest.mark.e2e)
 
 
@@ -82,16 +84,29 @@ def signal_handlers() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commands called in process see no settings override, settings file or API key from this shell."""
+def users_shell(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands called in process see no settings override, settings file or API key from this shell, and
+    a cache folder of the test run's own (what a command caches of the read-only trained run: never ~/.cache)."""
     for name in list(os.environ):
         if not inherited(name):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(request: pytest.FixtureRequest) -> None:
+    """The in-process tier (an `integration` folder) runs torch on one thread: the tiny model gains nothing
+    from a second, and torch's threads spin-wait badly when another program holds a core (training steps
+    then run 5-15x slower). The commands and the server set their own thread counts; e2e runs them as they are."""
+    if "integration" in request.node.path.parts:
+        import torch  # the quick tier's unit tests never import it
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return smoke.build(tmp_path_factory.mktemp("smoke") / "assets")
+    return build_smoke_assets(tmp_path_factory.mktemp("smoke") / "assets", seed=0)
 
 
 def set_writable(path: Path, writable: bool) -> None:
@@ -112,10 +127,10 @@ def trained_model(
     train = importlib.import_module("src.models.train_model").train
     freeze_what_is_imported()  # the Trainer's stack
     output_dir = tmp_path_factory.mktemp("runs")
-    run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir))["run_id"])
+    run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir), TASK)["run_id"])
     set_writable(run_dir, False)
     if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        server = start_server(run_dir, "--precision", "fp32", api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
+        server = start_server(run_dir, *samples.EXACT_SERVING, api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
         _servers.append(server)
     try:
         yield run_dir
@@ -130,8 +145,8 @@ _servers: list[Server] = []
 
 @pytest.fixture(scope="session")
 def server(trained_model: Path) -> Server:
-    """One real LitServe server for every request test: fp32 (answers equal the in-process
-    classifier's exactly; int8's scales follow the batch), API key on, short read timeout."""
+    """One real LitServe server for every request test: the task's exact engine (samples.EXACT_SERVING:
+    answers equal the in-process ones exactly), API key on, short read timeout."""
     return wait_until_healthy(_servers[0])
 
 

@@ -20,25 +20,26 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from src import errors, flags
+from src import flags, model_folder
 from src.cloud.train_cloud import CloudError, forwarded_env, hand_over_to_sky, validate_task
-from src.config import Settings, load_settings
-from src.deployment.schemas import API_KEY_ENV
-from src.model_folder import inspect_model_folder, model_to_serve
+from src.contract import Task
+from src.deployment.http_guard import API_KEY_ENV
 from src.runs import LATEST
+from src.settings import Settings, load_settings
 
 BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
 UPLOADED_MODEL = "/model"
 MODEL_DIR_ENV = "SERVING__MODEL_DIR"
 
 
-def model_source(args: argparse.Namespace) -> tuple[str, Path | None]:
+def model_source(args: argparse.Namespace, task: Task[Any]) -> tuple[str, Path | None]:
     """(model folder on the replicas, local folder to upload or None)."""
     if args.model_dir is not None:
-        folder = inspect_model_folder(model_to_serve(args.model_dir.expanduser().resolve())).path
+        folder = task.inspect(model_folder.resolve(args.model_dir.expanduser().resolve(), task.model_files)).path
         return UPLOADED_MODEL, folder
     if args.run is not None:
         run = str(args.run)
@@ -70,7 +71,7 @@ def build_command(
         command += ["--gpus", cloud.gpus]
     if cloud.service_use_spot:
         command.append("--use-spot")
-    forwarded, _ = forwarded_env(environ, cloud.service_file)
+    forwarded, _ = forwarded_env(environ, cloud.service_file, type(settings))
     forwarded = [(key, value) for key, value in forwarded if key != MODEL_DIR_ENV]
     for key, value in [(MODEL_DIR_ENV, model_dir), *forwarded]:
         command += ["--env", f"{key}={value}"]
@@ -78,12 +79,12 @@ def build_command(
     return [*command, *passthrough]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args, passthrough = flags.SERVE_CLOUD.parse_known(sys.argv[1:] if argv is None else argv)
-    settings = load_settings(flags=flags.SERVE_CLOUD.settings_flags(args))
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    args, passthrough = flags.SERVE_CLOUD.parse_known(argv)
+    settings = load_settings(task.settings, flags=flags.SERVE_CLOUD.settings_flags(args))
     service_file = settings.cloud.service_file
     validate_task(service_file, setting="cloud.service_file")
-    model_dir, upload = model_source(args)
+    model_dir, upload = model_source(args, task)
     spec = service_file if upload is None else spec_with_upload(service_file, upload)
     if upload is not None:
         validate_task(spec, setting="cloud.service_file")
@@ -99,7 +100,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Set it (e.g. export {API_KEY_ENV}=$(openssl rand -hex 24)) and run serve-cloud again"
         )
     hand_over_to_sky(settings.cloud.infra, command)
-
-
-if __name__ == "__main__":
-    errors.run(main)

@@ -19,13 +19,14 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
-from src import errors, flags
-from src.config import PROJECT_ROOT, Settings, load_settings
+from src import flags
+from src.contract import Task
 from src.errors import UserError
+from src.settings import PROJECT_ROOT, Settings, load_settings
 from src.settings_sources import SETTINGS_FILE_ENV, env_override_names
 
 SECRETS = ("HF_TOKEN",)
@@ -46,10 +47,13 @@ def task_envs(task_file: Path) -> set[str]:
     return set(envs) if isinstance(envs, dict) else set()
 
 
-def forwarded_env(environ: Mapping[str, str], task_file: Path) -> tuple[list[tuple[str, str]], list[str]]:
-    """(name, value) of every settings override to pass to the cloud run, and those the task sets."""
+def forwarded_env(
+    environ: Mapping[str, str], task_file: Path, schema: type[Settings]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, value) of every settings override (a field of `schema`) to pass to the cloud run, and those the
+    task file sets."""
     own = task_envs(task_file)
-    names = env_override_names(environ, Settings)
+    names = env_override_names(environ, schema)
     forwarded = [(name, environ[name]) for name in names if name not in own]
     if environ.get(SETTINGS_FILE_ENV):
         settings_file = Path(environ[SETTINGS_FILE_ENV])
@@ -80,7 +84,7 @@ def build_command(settings: Settings, passthrough: Sequence[str], environ: Mappi
             command += ["--idle-minutes-to-autostop", str(cloud.idle_minutes_to_autostop)]
         if cloud.down:
             command.append("--down")
-    forwarded, _ = forwarded_env(environ, cloud.task_file)
+    forwarded, _ = forwarded_env(environ, cloud.task_file, type(settings))
     if "TRAINING__RUN_NAME" not in dict(forwarded):
         forwarded.insert(0, ("TRAINING__RUN_NAME", settings.training.run_name))
     for key, value in forwarded:
@@ -126,14 +130,14 @@ def check_credentials(infra: str) -> None:
         raise CloudError(f"{cloud_name} has no usable credentials, so nothing was launched.\n{reason}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args, passthrough = flags.TRAIN_CLOUD.parse_known(sys.argv[1:] if argv is None else argv)
-    settings = load_settings(flags=flags.TRAIN_CLOUD.settings_flags(args))
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    args, passthrough = flags.TRAIN_CLOUD.parse_known(argv)
+    settings = load_settings(task.settings, flags=flags.TRAIN_CLOUD.settings_flags(args))
     command = build_command(settings, passthrough, os.environ)
     validate_task(settings.cloud.task_file)
     if args.dry_run:
         print(shlex.join(command))
-        _, kept = forwarded_env(os.environ, settings.cloud.task_file)
+        _, kept = forwarded_env(os.environ, settings.cloud.task_file, task.settings)
         for name in kept:
             print(f"note: {name} is not forwarded: {settings.cloud.task_file.name} sets it", file=sys.stderr)
         return 0
@@ -148,7 +152,3 @@ def hand_over_to_sky(infra: str, command: list[str]) -> NoReturn:
         raise CloudError(INSTALL_HINT)
     print(f"+ {shlex.join(command)}", flush=True)
     os.execv(sky_cli, command)
-
-
-if __name__ == "__main__":
-    errors.run(main)

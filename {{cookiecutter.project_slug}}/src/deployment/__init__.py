@@ -1,4 +1,4 @@
-"""Serving: the LitServe app (serve.py), its worker's classifier, the start-up check."""
+"""Serving: the LitServe server process (serve.py) and what it is built on: the request guard, pipes, loops."""
 
 import multiprocessing
 import signal

@@ -1,12 +1,11 @@
 """The HTTP hardening in front of every route of the API servers (LitServe's FastAPI app).
 
-- RequestGuard (ASGI middleware): the API key on every route, a body size limit that also
-  holds for chunked bodies, a deadline for the body, and JSON whatever Content-Type the
-  client sent (`curl -d` sends a form type).
-- ReadDeadlineProtocol (uvicorn's HTTP protocol): a deadline for the headers, so a client
-  that sends half a request cannot hold a connection.
+- RequestGuard (ASGI middleware): the API key on every route, checked once per request, a body
+  size limit that also holds for chunked bodies, a deadline for the body, and JSON whatever
+  Content-Type the client sent (`curl -d` sends a form type).
 - validation_error: FastAPI's 422 without the echo of the input, which cannot always be
   encoded as JSON (NaN, lone surrogates).
+The headers' deadline is read_deadline.py's (a uvicorn protocol: compat.py decides whether it runs).
 """
 
 from __future__ import annotations
@@ -19,10 +18,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from src.deployment.schemas import API_KEY_HEADER
-
+API_KEY_ENV = "LIT_SERVER_API_KEY"  # LitServe's name; serve and serve-cloud read it
+API_KEY_HEADER = "X-API-Key"
 API_KEY_HEADER_BYTES = API_KEY_HEADER.lower().encode()
 BEARER = b"bearer "  # `Authorization: Bearer <key>`: how OpenAI's and most HTTP clients send a key
 
@@ -54,17 +52,21 @@ class RequestGuard:
     """Pure ASGI middleware in front of every route of the API servers.
 
     - With LIT_SERVER_API_KEY set, every request needs it in `X-API-Key` or as
-      `Authorization: Bearer <key>` (LitServe's own check covers only /predict and /health;
-      this covers /docs, /openapi.json, /info, ...).
+      `Authorization: Bearer <key>`, on every route (LitServe's own check covers only its API
+      routes and /health; this covers /docs, /openapi.json, /info, ...). With `forward_key`
+      (LitServe's stock server, which checks X-API-Key again) a Bearer key goes on as that header.
     - A POST body is read as JSON whatever Content-Type the client sent (`curl -d` sends a
       form type), within `body_timeout` seconds (serving.read_timeout): a client that sends
       headers and then stalls gets 408 and is disconnected, so half-open requests cannot
       pile up (ReadDeadlineProtocol does the same for the headers).
     """
 
-    def __init__(self, app: Any, *, api_key: str | None, body_timeout: float, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, *, api_key: str | None, body_timeout: float, max_body_bytes: int, forward_key: bool = False
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode("utf-8") if api_key else None
+        self.forward_key = forward_key
         self.body_timeout = body_timeout
         self.max_body_bytes = max_body_bytes
 
@@ -77,9 +79,9 @@ class RequestGuard:
             if not self._authorized(headers):
                 await _respond(send, 401, "missing or wrong X-API-Key header (or Authorization: Bearer key)")
                 return
-            # LitServe checks X-API-Key itself on its own routes: a Bearer key goes on as that header.
-            kept = [(key, value) for key, value in scope["headers"] if key != API_KEY_HEADER_BYTES]
-            scope = {**scope, "headers": [*kept, (API_KEY_HEADER_BYTES, self.api_key)]}
+            if self.forward_key:
+                kept = [(key, value) for key, value in scope["headers"] if key != API_KEY_HEADER_BYTES]
+                scope = {**scope, "headers": [*kept, (API_KEY_HEADER_BYTES, self.api_key)]}
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -140,51 +142,3 @@ async def _respond(send: Any, status: int, detail: str, close: bool = False) -> 
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class ReadDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, plus a deadline for the headers of every request.
-
-    uvicorn waits forever for request headers: for a connection's first request, and for
-    the next one on a kept-alive connection once its first bytes came (they cancel the
-    keep-alive timer). A client that sends half a request line would hold the connection.
-    The deadline starts when the connection opens and again when a response is complete;
-    the body has its own deadline in RequestGuard.
-    """
-
-    read_timeout = 10.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.headers_deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
-        self.await_headers()
-
-    def await_headers(self) -> None:
-        """Until the next request's headers are in (a new request cycle), or the deadline passes."""
-        self.cancel_deadline()
-        self.previous_cycle = self.cycle
-        self.headers_deadline = self.loop.call_later(self.read_timeout, self.drop_slow)
-
-    def cancel_deadline(self) -> None:
-        if self.headers_deadline is not None:
-            self.headers_deadline.cancel()
-            self.headers_deadline = None
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is not self.previous_cycle:  # the headers are in
-            self.cancel_deadline()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:  # what uvicorn waits for next
-            self.await_headers()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_deadline()
-        super().connection_lost(exc)
-
-    def drop_slow(self) -> None:
-        self.headers_deadline = None
-        if self.cycle is self.previous_cycle and not self.transport.is_closing():
-            self.transport.close()

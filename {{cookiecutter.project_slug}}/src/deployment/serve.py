@@ -1,120 +1,48 @@
-"""`uv run serve`: the fine-tuned classifier as a LitServe REST API.
+"""`uv run serve`: the task's LitServe API as a server process, and everything around it.
 
-POST /predict {"text": "..."} -> {"label": "pos", "score": 0.97, "probabilities": {...}}.
-Concurrent requests are batched (serving.max_batch_size, serving.batch_timeout: batching.py
-takes what is queued when the worker is free, so a lone request never waits); the
-worker truncates where the run was trained and picks the precision for its device
-(classifier.py). Before anything starts, the port is checked and the model folder is
-inspected (src/model_folder.py): a folder that cannot serve fails with one `error:` line
-instead of a server that answers wrongly. This module stays light (LitServe forks its
+Before anything starts, the port is checked and the model folder is found and inspected as the
+task says (a folder that cannot serve fails with one `error:` line instead of a server that
+answers wrongly), and the task chooses what its workers run. Then LitServe serves the task's
+API (its route: `/predict`, `/v1/chat/completions`) behind http_guard.py's limits, requests and
+answers in pipes (pipes.py); Ctrl-C exits 130, SIGTERM 143, and a worker that dies while
+serving stops the server with one line. This module stays light (LitServe forks its
 API-server processes from this one): torch and transformers load only in the inference
-worker. Set LIT_SERVER_API_KEY to require an `X-API-Key` header on every route, /health,
-/docs and /openapi.json too; http_guard.py holds that and the other request limits.
+worker. Set LIT_SERVER_API_KEY to require the key on every route, /health, /docs and
+/openapi.json too (`X-API-Key`, or `Authorization: Bearer <key>`).
 """
 
-# No `from __future__ import annotations` here: LitServe reads the real type of
-# decode_request's argument to validate request bodies (422 instead of a 500).
+from __future__ import annotations
 
 import errno
 import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import litserve as ls
 from fastapi.exceptions import RequestValidationError
 
-from src import errors, flags, runs
-from src.config import ServingSettings, load_settings
-from src.deployment import onnx_engine
-from src.deployment.batching import DrainingLoop
-from src.deployment.http_guard import ReadDeadlineProtocol, RequestGuard, validation_error
-from src.deployment.onnx_engine import Choice
-from src.deployment.pipes import PipeServer
-from src.deployment.schemas import API_KEY_ENV, Prediction, PredictRequest
-from src.devices import (
-    CPU_SERVING_PRECISION,
-    check_serving_precision,
-    check_serving_runtime,
-    cpu_cores,
-    serving_precision,
-    serving_runtime,
-    surely_cpu_only,
-)
+from src import model_folder
+from src.contract import Task
+from src.deployment import compat
+from src.deployment.http_guard import API_KEY_ENV, RequestGuard, validation_error
 from src.errors import UserError
-from src.model_folder import ModelFolder, inspect_model_folder, model_to_serve
+from src.settings import ServingSettings, load_settings
 
 
-class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
-    def __init__(self, model: ModelFolder, serving: ServingSettings, engine: Choice, threads: int) -> None:
-        batched = serving.max_batch_size > 1
-        super().__init__(
-            max_batch_size=serving.max_batch_size, batch_timeout=serving.batch_timeout,
-            loop=DrainingLoop() if batched else "auto",
-        )  # fmt: skip
-        self.model_dir = model.path
-        self.precision = engine.precision
-        self.runtime = engine.runtime
-        self.threads = threads
-
-    def setup(self, device: str) -> None:
-        import torch  # heavy: only in the worker
-
-        from src.deployment.classifier import Classifier
-
-        torch.set_num_threads(self.threads)
-        runtime = serving_runtime(self.runtime, self.precision, torch.device(device).type)
-        self.classifier = Classifier(self.model_dir, device, self.precision, runtime, self.threads)
-        print(
-            f"worker ready on {device}: {runtime} {self.classifier.precision}, {self.threads} CPU threads, "
-            f"truncating at {self.classifier.max_length} tokens",
-            flush=True,
-        )
-
-    def decode_request(self, request: PredictRequest) -> str:
-        return request.text
-
-    def batch(self, inputs: list[str]) -> list[str]:
-        return list(inputs)
-
-    def predict(self, texts: str | list[str]) -> Prediction | list[Prediction]:
-        if isinstance(texts, str):  # batching off: one request at a time
-            return self.classifier.predict([texts])[0]
-        return self.classifier.predict(texts)
-
-    def unbatch(self, output: list[Prediction]) -> list[Prediction]:
-        return output
-
-    def encode_response(self, output: Prediction) -> dict[str, Any]:
-        return output.model_dump()
-
-
-def threads_per_worker(serving: ServingSettings) -> int:
-    if serving.threads_per_worker is not None:
-        return serving.threads_per_worker
-    return max(1, cpu_cores() // serving.workers_per_device)
-
-
-def describe_engine(engine: Choice) -> str:
-    if "auto" in (engine.runtime, engine.precision):
-        return "the runtime and precision its device suits (the worker's line says which)"
-    return f"{engine.runtime} {engine.precision}"
-
-
-def build_server(serving: ServingSettings, model: ModelFolder, engine: Choice) -> ls.LitServer:
-    api = ClassifierAPI(model, serving, engine, threads_per_worker(serving))
+def build_server(api: ls.LitAPI, serving: ServingSettings) -> ls.LitServer:
+    """LitServe with the pipes between its processes (the LitServe it was tested with), behind the guard."""
+    tested = compat.litserve_tested()
     guard = {
         "api_key": os.environ.get(API_KEY_ENV) or None,
         "body_timeout": serving.read_timeout,
         "max_body_bytes": serving.max_payload_bytes,
+        "forward_key": not tested,  # LitServe's own check reads X-API-Key; PipeServer leaves checking to the guard
     }
-    server = PipeServer(
+    server_class: type[ls.LitServer] = compat.pipe_server() if tested else ls.LitServer
+    server = server_class(
         api,
         accelerator=serving.accelerator,
         devices=1,
@@ -129,44 +57,6 @@ def build_server(serving: ServingSettings, model: ModelFolder, engine: Choice) -
     return server
 
 
-def choose_engine(serving: ServingSettings, model: ModelFolder) -> Choice:
-    """The runtime and precision the workers run: on CPU, ONNX Runtime's export checked against PyTorch first.
-
-    The check imports torch, which this process must not (LitServe forks it): a child process
-    (onnx_engine.py) makes it and writes its choice to a file, unless the stamps of an earlier
-    start already tell (same export, same weights). On a GPU the worker resolves `auto` itself.
-    """
-    runtime, precision = serving.runtime, serving.precision
-    on_cpu = serving.accelerator == "cpu" or (serving.accelerator == "auto" and surely_cpu_only(os.environ))
-    if on_cpu:
-        if serving_runtime(runtime, precision, "cpu") == "pytorch":
-            return Choice("pytorch", serving_precision(precision, "cpu"))
-        if runtime == precision == "auto":
-            known = onnx_engine.stamped_choice(model.path)
-        else:
-            known = onnx_engine.stamped_explicit(model.path, serving_precision(precision, "cpu"))
-        if known is not None:
-            return known
-    elif serving.accelerator != "auto" or runtime == "pytorch" or precision not in ("auto", CPU_SERVING_PRECISION):
-        return Choice(runtime, precision)  # not ONNX Runtime: the worker resolves auto for its device
-    with tempfile.TemporaryDirectory(prefix="serve-engine-") as scratch:
-        answer = Path(scratch) / "choice.json"
-        arguments = [str(model.path), runtime, precision, serving.accelerator, str(threads_per_worker(serving))]
-        # A session of its own: Ctrl-C reaches this process only, which reports it and kills the child.
-        command = [sys.executable, "-m", "src.deployment.onnx_engine", *arguments, str(answer)]
-        if code := subprocess.run(command, check=False, start_new_session=True).returncode:
-            raise EngineCheckError(code)
-        return Choice(**runs.read_json(answer))
-
-
-class EngineCheckError(Exception):
-    """The export or its check ended with an exit code; it printed its own error line."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 def _quiet_child_signals() -> None:
     # LitServe forks its API servers (multiprocessing its queue manager) from this process.
     # This process reports Ctrl-C or SIGTERM once and stops them; they stop without a traceback.
@@ -176,7 +66,6 @@ def _quiet_child_signals() -> None:
 
 def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
     """Serve until stopped; Ctrl-C still ends in KeyboardInterrupt (LitServe swallows it: exit 0)."""
-    ReadDeadlineProtocol.read_timeout = serving.read_timeout  # read in the forked API servers
     interrupted = False
 
     def note_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -187,10 +76,8 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
     signal.signal(signal.SIGINT, note_interrupt)
     os.register_at_fork(after_in_child=_quiet_child_signals)
     try:
-        server.run(
-            host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
-            http=ReadDeadlineProtocol,
-        )  # fmt: skip
+        server.run(host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
+                   **compat.http_protocol(serving.read_timeout))  # fmt: skip
     except (EOFError, OSError):
         # A worker that died makes LitServe shut its queue manager down under its own feet.
         if interrupted or not dead_worker(server):
@@ -237,32 +124,22 @@ def ensure_port_free(host: str, port: int) -> None:
             raise UserError(f"{where}: cannot listen there ({error.strerror})") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = flags.SERVE.parse(sys.argv[1:] if argv is None else argv)
-    serving = load_settings(flags=flags.SERVE.settings_flags(args)).serving
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    serving_task = task.serving
+    args = serving_task.command.parse(argv)
+    serving = load_settings(task.settings, flags=serving_task.command.settings_flags(args)).serving
     ensure_port_free(serving.host, serving.port)
-    check_serving_precision(serving.precision, serving.accelerator)  # before the worker loads torch
-    check_serving_runtime(serving.runtime, serving.precision, serving.accelerator)
-    model = inspect_model_folder(model_to_serve(serving.model_dir))
+    folder = task.inspect(model_folder.resolve(serving.model_dir, task.model_files))
+    engine = serving_task.choose(serving, folder)  # before any worker loads torch: a bad choice is one line
+    for line in (*engine.notes, *compat.notes()):
+        print(line, flush=True)
+    print(f"Serving {folder.path} on http://{serving.host}:{serving.port}{serving_task.route} with {engine} "
+          f"({serving_task.describe(folder)})", flush=True)  # fmt: skip
+    api = serving_task.api(folder, serving, engine, serving.worker_threads)
     try:
-        engine = choose_engine(serving, model)
-    except EngineCheckError as failed:
-        return failed.code
-    for note in engine.notes:
-        print(note, flush=True)
-    print(
-        f"Serving {model.path} on http://{serving.host}:{serving.port}/predict with {describe_engine(engine)} "
-        f"(labels {', '.join(model.labels)}; truncating at {model.max_length} tokens)",
-        flush=True,
-    )
-    try:
-        run_server(build_server(serving, model, engine), serving)
+        run_server(build_server(api, serving), serving)
     except RuntimeError as error:
         if "workers failed to start" not in str(error):
             raise
-        raise UserError(f"{model.path}: the model worker failed to start (its error is above)") from None
+        raise UserError(f"{folder.path}: the model worker failed to start (its error is above)") from None
     return 0
-
-
-if __name__ == "__main__":
-    errors.run(main)

@@ -1,25 +1,24 @@
 """`uv run compare`: the finished runs side by side, newest first; `*` marks the one `latest` names.
 
-One row per run under training.output_dir (or --runs-dir) with its key settings and metrics,
-read from run.json, metrics.json and settings.yaml. Light: no torch, nothing to load.
+One row per run under training.output_dir (or --runs-dir) with its key settings and the task's
+metrics (Task.metrics), read from run.json, metrics.json and settings.yaml. Light: no torch,
+nothing to load.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from src import errors, flags, runs
-from src.config import load_settings
+from src.contract import Metric, Task
 from src.runs import read_json, section, stored_settings
+from src.settings import load_settings
 
 LATEST_MARK = "*"
-COLUMNS = [
-    "", "run", "finished (UTC)", "base model", "lr", "epochs", "max steps", "batch", "steps",
-    "train n", "eval n", "accuracy", "macro F1", "eval loss", "time (s)",
-]  # fmt: skip
+SETTINGS_COLUMNS = ["", "run", "finished (UTC)", "base model", "lr", "epochs", "max steps", "batch", "steps",
+                    "train n", "eval n"]  # fmt: skip
 
 
 def _shown(value: Any, spec: str = "g") -> str:
@@ -36,14 +35,23 @@ def _model_name(checkpoint: str) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
+def columns(metrics: Sequence[Metric]) -> list[str]:
+    return [*SETTINGS_COLUMNS, *(metric.title for metric in metrics), "time (s)"]
+
+
 def latest_run(output_dir: Path) -> Path | None:
-    try:
-        return runs.resolve_model_dir(output_dir / runs.LATEST)
-    except (runs.ModelNotFoundError, OSError):
+    """The run `latest` names (None when there is no such pointer or it leads nowhere)."""
+    link = output_dir / runs.LATEST
+    if not (link.exists() or link.is_symlink()):
         return None
+    try:
+        target = runs.follow_latest(link)
+    except OSError:
+        return None
+    return target if target.is_dir() else None
 
 
-def rows(output_dir: Path) -> list[list[str]]:
+def rows(output_dir: Path, metrics: Sequence[Metric]) -> list[list[str]]:
     """One row per finished run, newest first, as displayed strings."""
     latest = latest_run(output_dir)
     table = []
@@ -66,9 +74,7 @@ def rows(output_dir: Path) -> list[list[str]]:
                 _shown(trained.get("global_step")),
                 _shown(trained.get("train_samples")),
                 _shown(trained.get("eval_samples")),
-                _shown(trained.get("accuracy"), ".4f"),
-                _shown(trained.get("f1"), ".4f"),
-                _shown(trained.get("eval_loss"), ".4f"),
+                *(_shown(trained.get(metric.key), metric.spec) for metric in metrics),
                 _shown(trained.get("train_runtime_s"), ".0f"),
             ]
         )
@@ -82,26 +88,22 @@ def stored_settings_or_empty(run_dir: Path) -> dict[str, Any]:
         return {}  # a damaged settings.yaml costs that run its settings columns, not the table
 
 
-def render(table: Sequence[Sequence[str]], markdown: bool = False) -> str:
+def render(table: Sequence[Sequence[str]], header: Sequence[str], markdown: bool = False) -> str:
     if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
         return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in table)]) + "\n"
-    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *table, strict=True)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *table, strict=True)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [COLUMNS, *table]]  # fmt: skip
+             for row in [header, *table]]  # fmt: skip
     return "\n".join(lines) + f"\n\n{LATEST_MARK} = latest (what `uv run serve` and `uv run evaluate` use)\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = flags.COMPARE.parse(sys.argv[1:] if argv is None else argv)
-    output_dir = load_settings(flags=flags.COMPARE.settings_flags(args)).training.output_dir
-    table = rows(output_dir)
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    args = flags.COMPARE.parse(argv)
+    output_dir = load_settings(task.settings, flags=flags.COMPARE.settings_flags(args)).training.output_dir
+    table = rows(output_dir, task.metrics)
     if not table:
         print(f"No finished runs under {output_dir} yet: `uv run train-local --smoke` makes one in a minute.")
         return 0
-    print(render(table, args.markdown), end="")
+    print(render(table, columns(task.metrics), args.markdown), end="")
     return 0
-
-
-if __name__ == "__main__":
-    errors.run(main)

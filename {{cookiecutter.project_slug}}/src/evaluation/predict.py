@@ -1,15 +1,13 @@
-"""`uv run predict INPUT [-o OUTPUT]`: classify a file of texts without starting a server.
+"""`uv run predict INPUT [-o OUTPUT]`: the served model's answer for every row of a file, without a server.
 
-INPUT is .jsonl, .json, .csv, .parquet or plain text (one text per line; `-` reads plain text
-from stdin). Every row comes back with `predicted_label`, `predicted_score` and one
-`probability_<label>` per label beside its own columns, in the input's format (plain text
-becomes JSON lines). The default OUTPUT is `<input>.predictions.<ext>` beside the input
-(stdout for stdin). The model, precision and runtime are the server's (serving.model_dir,
-serving.precision and serving.runtime, or --model-dir, --precision and --runtime), run by the
-server's own classifier in length-sorted batches on the best device: on CPU, int8 through
-ONNX Runtime, exported and checked against PyTorch as `uv run serve` does.
-Everything is read and checked before the model loads, and the output is written only at
-the end, through a temporary file: an error or Ctrl-C leaves no half file.
+INPUT is .jsonl, .json, .csv, .parquet or plain text (one row per line; `-` reads plain text
+from stdin). Every row comes back with the task's answer columns (a label and probabilities, a
+completion) beside its own, in the input's format (plain text becomes JSON lines). The default
+OUTPUT is `<input>.<answers>.<ext>` beside the input (stdout for stdin). The model is the
+server's (serving.model_dir or --model-dir, found as every command finds it, checked as serve
+checks it), run as the server's worker runs it. Everything is read and checked before the model
+loads, and the output is written only at the end, through a temporary file: an error or Ctrl-C
+leaves no half file.
 """
 
 from __future__ import annotations
@@ -18,20 +16,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from src import errors, flags, runs
-from src.config import load_settings
-from src.devices import best_device
+from src import model_folder, tables
+from src.contract import Task
 from src.errors import UserError
-from src.evaluation import tables
-from src.model_folder import inspect_model_folder
-from src.runs import section, stored_settings
-
-PREDICTED = ("predicted_label", "predicted_score")  # and one probability_<label> per label
+from src.settings import load_settings
 
 
-def output_path(input_name: str, kind: str, output: str | None, force: bool = False) -> tuple[Path | None, str]:
-    """Where the predictions go and in which format; checked before any work is done.
+def output_path(
+    input_name: str, kind: str, output: str | None, force: bool = False, suffix: str = "predictions"
+) -> tuple[Path | None, str]:
+    """Where the answers go (default `<input>.<suffix>.<ext>`) and in which format; checked before any work is done.
 
     Nothing is replaced without a word: not the input, not a symlink, and an existing file only
     with --force.
@@ -40,8 +36,8 @@ def output_path(input_name: str, kind: str, output: str | None, force: bool = Fa
         return None, "jsonl"
     if output is None:
         source = Path(input_name)
-        suffix = ".jsonl" if kind == "text" else source.suffix
-        path = source.with_name(f"{source.stem}.predictions{suffix}")
+        extension = ".jsonl" if kind == "text" else source.suffix
+        path = source.with_name(f"{source.stem}.{suffix}{extension}")
     else:
         path = Path(output)
         if path.is_dir():
@@ -49,12 +45,12 @@ def output_path(input_name: str, kind: str, output: str | None, force: bool = Fa
     if path.is_symlink():
         raise UserError(f"-o {path} is a symbolic link: write to the file itself ({path.resolve()}) or elsewhere")
     if input_name != tables.STDIN and path.resolve() == Path(input_name).resolve():
-        raise UserError(f"-o {path} is the input file: predictions never replace their input; choose another name")
+        raise UserError(f"-o {path} is the input file: {suffix} never replace their input; choose another name")
     if path.exists() and not force:
         raise UserError(f"{path} exists: pass --force to replace it, or -o another file")
     out_kind = tables.kind_of(path, "-o")
     if out_kind == "text":
-        raise UserError(f"-o {path}: plain text cannot hold the predictions: use .jsonl, .json, .csv or .parquet")
+        raise UserError(f"-o {path}: plain text cannot hold the {suffix}: use .jsonl, .json, .csv or .parquet")
     folder = path.parent
     if not folder.is_dir():
         raise UserError(f"-o {path}: folder {folder} does not exist: create it or choose another place")
@@ -63,39 +59,20 @@ def output_path(input_name: str, kind: str, output: str | None, force: bool = Fa
     return path, out_kind
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = flags.PREDICT.parse(sys.argv[1:] if argv is None else argv)
-    serving = load_settings(flags=flags.PREDICT.settings_flags(args)).serving
-    model_dir = runs.resolve_model_dir(serving.model_dir)
-    column = args.text_column or section(stored_settings(model_dir), "data").get("text_column") or "text"
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    prediction = task.prediction
+    args = prediction.command.parse(argv)
+    serving = load_settings(task.settings, flags=prediction.command.settings_flags(args)).serving
+    model_dir = model_folder.resolve(serving.model_dir, task.model_files)
     table = tables.read_table(args.input)
-    destination, out_kind = output_path(args.input, table.kind, args.output, args.force)
-    texts = tables.texts(table, "text" if table.kind == "text" else column)
-    model = inspect_model_folder(model_dir)  # serve's own start-up check: no transformers traceback, no wrong answers
-    added = {*PREDICTED, *(f"probability_{label}" for label in model.labels)}
-    if clash := sorted(added & set(table.columns)):
-        raise UserError(f"{table.source}: column {clash[0]!r} would be overwritten by the predictions: rename it")
-
-    from src.evaluation import inference  # torch: only once the input is known to be good
-
-    device = best_device()
-    classifier = inference.load(model_dir, serving.precision, device, serving.runtime)  # as the server runs it
-    print(f"Classifying {len(texts)} texts from {table.source} with {model_dir} "
-          f"({classifier.runtime} {classifier.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
-    predictions = inference.classify(classifier, texts)
-    rows = [
-        {
-            **row,
-            "predicted_label": prediction.label,
-            "predicted_score": prediction.score,
-            **{f"probability_{label}": value for label, value in prediction.probabilities.items()},
-        }
-        for row, prediction in zip(table.rows, predictions, strict=True)
-    ]
+    destination, out_kind = output_path(args.input, table.kind, args.output, args.force, prediction.suffix)
+    inputs = prediction.inputs(table, model_dir, args)
+    folder = task.inspect(model_dir)  # serve's own start-up check: no transformers traceback, no wrong answers
+    if clash := sorted(set(prediction.columns(folder)) & set(table.columns)):
+        raise UserError(
+            f"{table.source}: column {clash[0]!r} would be overwritten by the {prediction.suffix}: rename it"
+        )
+    rows = prediction.run()(folder, serving, args, inputs, table)  # the model loads only now
     tables.write_table(rows, destination, out_kind)
-    print(f"Wrote {len(rows)} predictions to {destination or 'stdout'}", file=sys.stderr)
+    print(f"Wrote {len(rows)} {prediction.suffix} to {destination or 'stdout'}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    errors.run(main)

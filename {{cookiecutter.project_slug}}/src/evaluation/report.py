@@ -1,4 +1,4 @@
-"""The pictures and report.md of an evaluation, drawn headless with matplotlib.
+"""The pictures and the shared parts of report.md: training curves and facts, drawn headless with matplotlib.
 
 Figures are built with `matplotlib.figure.Figure` and its Agg canvas, never pyplot: no
 display, no global state, the same pixels on a laptop and on a cluster. Each file is
@@ -16,22 +16,17 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from src.runs import TRAINER_STATE, atomic_path
+from src.runs import RUN_INFO, TRAINER_STATE, atomic_path, read_json
 
 CURVES = "training_curves.png"
 LEARNING_RATE = "learning_rate.png"
-CONFUSION = "confusion_matrix.png"
 REPORT = "report.md"
+EVALUATION = "evaluation.json"  # the numbers of an evaluation, beside its report.md
 DPI = 100
 CURVES_INCHES = (12.0, 4.5)
 LEARNING_RATE_INCHES = (6.0, 4.0)
 WORST_SHOWN = 10  # mistakes in report.md; mistakes.csv has them all
 METRIC_NAMES = {"f1": "macro F1", "accuracy": "accuracy"}
-
-
-def confusion_inches(num_labels: int) -> tuple[float, float]:
-    side = max(5.0, 0.6 * num_labels + 2.0)  # cells stay readable with many labels
-    return side + 1.0, side
 
 
 def log_history(run_dir: Path) -> list[dict[str, Any]]:
@@ -51,7 +46,7 @@ def series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], l
     return steps, [by_step[step] for step in steps]
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save(figure: Figure, path: Path) -> None:
     FigureCanvasAgg(figure)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=DPI)
@@ -83,7 +78,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], metric: str, path: Path) -
         metric_axes.text(0.5, 0.5, "no evaluations during training\n(set training.eval_steps)", ha="center")
     metric_axes.set(title=f"Evaluation {name}", xlabel="step", ylabel=name)
     metric_axes.grid(alpha=0.3)
-    _save(figure, path)
+    save(figure, path)
     return True
 
 
@@ -97,87 +92,50 @@ def plot_learning_rate(history: Sequence[Mapping[str, Any]], path: Path) -> bool
     axes.set(title="Learning rate schedule", xlabel="step", ylabel="learning rate")
     axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     axes.grid(alpha=0.3)
-    _save(figure, path)
+    save(figure, path)
     return True
 
 
-def plot_confusion(counts: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> None:
-    figure = Figure(figsize=confusion_inches(len(labels)), dpi=DPI, layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(counts, cmap="Blues")
-    figure.colorbar(image, ax=axes, label="examples")
-    ticks = range(len(labels))
-    axes.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
-    axes.set_yticks(ticks, labels)
-    axes.set(title="Confusion matrix (counts)", xlabel="predicted label", ylabel="true label")
-    brightest = max((max(row) for row in counts), default=0)
-    for true_index, row in enumerate(counts):
-        for predicted_index, count in enumerate(row):
-            color = "white" if count > brightest / 2 else "black"
-            axes.text(predicted_index, true_index, str(count), ha="center", va="center", color=color)
-    _save(figure, path)
-
-
-def _cell(text: object, limit: int = 160) -> str:
+def cell(text: object, limit: int = 160) -> str:
     flat = " ".join(str(text).split())
     flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
     return flat.replace("|", "\\|")
 
 
-def _number(value: object) -> str:
+def number(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def markdown(
-    title: str,
-    evaluation: Mapping[str, Any],
-    mistakes: Sequence[Mapping[str, Any]],
-    pictures: Mapping[str, str],
-    training: Mapping[str, Any] | None = None,
-) -> str:
-    """report.md: the numbers, the pictures (by file name, beside the report), the worst mistakes."""
-    lines = [
-        f"# {title}",
-        "",
-        f"Model `{evaluation['model_dir']}`, evaluated on {evaluation['data']} "
-        f"({evaluation['count']} examples, {evaluation.get('runtime', 'pytorch')} {evaluation['precision']} on "
-        f"{evaluation['device']}) "
-        f"at {evaluation['evaluated_at']}.",
-        "",
-        "| accuracy | macro F1 | examples | mistakes |",
-        "| ---: | ---: | ---: | ---: |",
-        f"| {evaluation['accuracy']:.4f} | {evaluation['macro_f1']:.4f} | {evaluation['count']} "
-        f"| {evaluation['mistakes']} |",
-        "",
-        "## Per class",
-        "",
-        "| label | precision | recall | F1 | support |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for label, scores in evaluation["per_class"].items():
-        lines.append(
-            f"| {_cell(label)} | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} "
-            f"| {scores['support']} |"
-        )
-    if CONFUSION in pictures.values():
-        lines += ["", "## Confusion matrix", "", f"![Confusion matrix]({CONFUSION})"]
+def plot_training(history: Sequence[Mapping[str, Any]], target: Path, metric: str) -> dict[str, str]:
+    """The curves of a run's log history into `target`: {alt text: file name} of the pictures drawn."""
+    pictures = {}
+    if plot_curves(history, metric, target / CURVES):
+        pictures["Training and evaluation curves"] = CURVES
+    if plot_learning_rate(history, target / LEARNING_RATE):
+        pictures["Learning rate"] = LEARNING_RATE
+    return pictures
+
+
+def training_facts(run_dir: Path, trained: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, Any]:
+    """How a run was trained, for report.md: its metrics.json (`trained`) and its settings' training section."""
+    return {
+        "base model": read_json(run_dir / RUN_INFO).get("base_model"),
+        "steps": trained.get("global_step"),
+        "final training loss": trained.get("train_loss"),
+        "learning rate": training.get("learning_rate"),
+        "evaluated every": f"{training['eval_steps']} steps" if training.get("eval_steps") else None,
+        "training time (s)": trained.get("train_runtime_s"),
+    }
+
+
+def facts(training: Mapping[str, Any] | None, pictures: Mapping[str, str]) -> list[str]:
+    """report.md's lines for the training facts (None: not a training run) and the curves."""
+    lines = []
     if training:
         lines += ["", "## Training", ""]
-        lines += [f"- {name}: {_number(value)}" for name, value in training.items() if value is not None]
-    curves = [(alt, name) for alt, name in pictures.items() if name != CONFUSION]
-    if curves:
-        lines += [""] + [f"![{alt}]({name})" for alt, name in curves]
+        lines += [f"- {name}: {number(value)}" for name, value in training.items() if value is not None]
+    if pictures:
+        lines += [""] + [f"![{alt}]({name})" for alt, name in pictures.items()]
     elif training is not None:
         lines += ["", f"No training curves: the run has no log history ({TRAINER_STATE})."]
-    lines += ["", f"## Worst mistakes (most confident wrong predictions, {min(len(mistakes), WORST_SHOWN)} of "
-              f"{len(mistakes)}; all in mistakes.csv)", ""]  # fmt: skip
-    if mistakes:
-        lines += ["| # | true | predicted | score | text |", "| ---: | --- | --- | ---: | --- |"]
-        for number, mistake in enumerate(mistakes[:WORST_SHOWN], start=1):
-            lines.append(
-                f"| {number} | {_cell(mistake['true_label'])} | {_cell(mistake['predicted_label'])} "
-                f"| {mistake['score']:.3f} | {_cell(mistake['text'])} |"
-            )
-    else:
-        lines.append("None: every example was classified correctly.")
-    return "\n".join(lines) + "\n"
+    return lines

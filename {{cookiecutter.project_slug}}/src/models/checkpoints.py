@@ -6,7 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from src.weights import checkpoint_problem
+from src.weights import ModelFiles, checkpoint_problem
 
 logger = logging.getLogger(__name__)
 DAMAGED_PREFIX = "damaged-"
@@ -16,7 +16,7 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[-1])
 
 
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+def last_checkpoint(checkpoint_dir: Path, files: ModelFiles) -> Path | None:
     """The newest checkpoint that can be resumed from; damaged newer ones are set aside.
 
     A damaged checkpoint is renamed `damaged-checkpoint-<step>` (the Trainer ignores it and the
@@ -24,7 +24,7 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
     """
     candidates = [path for path in checkpoint_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
     for candidate in sorted(candidates, key=checkpoint_step, reverse=True):
-        problem = checkpoint_problem(candidate)
+        problem = checkpoint_problem(candidate, files)
         if problem is None:
             return candidate
         aside = candidate.with_name(f"{DAMAGED_PREFIX}{candidate.name}")

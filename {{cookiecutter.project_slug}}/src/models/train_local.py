@@ -1,4 +1,4 @@
-"""`uv run train-local`: check everything, then run train_model.py under `accelerate launch`.
+"""`uv run train-local`: check everything, then run the training processes under `accelerate launch`.
 
 The process layout comes from the hardware and the cluster: one process per visible GPU
 (data parallel), one on CPU or Apple MPS, `--num-processes N` (training.num_processes)
@@ -22,38 +22,40 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from src import errors, flags, runs
-from src.config import SMOKE_SETTINGS_FILE, Settings, load_settings
+from src import flags, runs, smoke_assets
+from src.contract import Task
 from src.devices import cpu_cores, visible_gpus
 from src.errors import UserError
 from src.hub import hub_downloads, hub_reachable, offline_message
-from src.models import smoke
 from src.models.supervisor import Join, Supervisor
+from src.settings import SMOKE_SETTINGS_FILE, Settings, load_settings
 
 RESUME_ENV = "TRAIN_RESUME_RUN_ID"
+TRAIN_PROCESS = "train-process"  # `python -m src train-process`: one training process (src/models/train_model.py)
 HOST = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 
 
-def run_settings(args: argparse.Namespace, build_smoke_assets: bool = False) -> Settings:
+def run_settings(args: argparse.Namespace, task: Task[Any], build_smoke_assets: bool = False) -> Settings:
     """The settings of this run: file, `--smoke` overlay, environment, flags; one place for all.
 
     The launcher passes `build_smoke_assets` (it also checks the output folder first); the
     training processes then find the assets in place.
     """
     overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
-    settings = load_settings(overlays=overlays, flags=flags.TRAIN_LOCAL.settings_flags(args))
+    given = flags.TRAIN_LOCAL.settings_flags(args)
+    settings = load_settings(task.settings, overlays=overlays, flags=given)
     if build_smoke_assets:
         check_output_dir(settings.training.output_dir)
     if not args.smoke:
         return settings
-    target = smoke.assets_dir(settings.training.output_dir)
-    assets = smoke.build(target, seed=settings.training.seed) if build_smoke_assets else smoke.files(target)
-    return load_settings(
-        overlays=overlays, overrides=smoke.overrides(assets), flags=flags.TRAIN_LOCAL.settings_flags(args)
-    )
+    folder = smoke_assets.assets_dir(settings.training.output_dir, settings.training.seed)
+    built = smoke_assets.build(folder, settings.training.seed, task.smoke) if build_smoke_assets else None
+    assets = built or smoke_assets.files(folder)
+    return load_settings(task.settings, overlays=overlays, overrides=smoke_assets.overrides(assets), flags=given)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def command(args: Sequence[str], plan: Layout) -> list[str]:
         "--dynamo_backend", "no",
         "--num_cpu_threads_per_process", str(threads),
         "--quiet",
-        "-m", "src.models.train_model", *args,
+        "-m", "src", TRAIN_PROCESS, *args,
     ]  # fmt: skip
 
 
@@ -171,11 +173,11 @@ def check_output_dir(output_dir: Path) -> None:
         raise UserError(f"training.output_dir {output_dir} is not writable: {error.strerror}") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = flags.TRAIN_LOCAL.parse(sys.argv[1:] if argv is None else argv)
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    args = flags.TRAIN_LOCAL.parse(argv)
     if args.resume:
         runs.check_run_id(args.resume, "--resume")  # before anything is built or written
-    settings = run_settings(args, build_smoke_assets=True)
+    settings = run_settings(args, task, build_smoke_assets=True)
     env = dict(os.environ)
     if args.resume is not None:
         env[RESUME_ENV] = runs.resume_target(settings.training.output_dir, args.resume)
@@ -203,7 +205,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervisor.run()
     finally:
         supervisor.cleanup()
-
-
-if __name__ == "__main__":
-    errors.run(main)

@@ -34,7 +34,7 @@ def test_misspelled_key_gets_did_you_mean(tmp_path: Path) -> None:
     task_file = load_settings(environ={}).cloud.task_file
     broken = tmp_path / "sky_task.yaml"
     broken.write_text(task_file.read_text().replace("workdir:", "workdri:"), encoding="utf-8")
-    result = run_module("src.cloud.train_cloud", "--dry-run", env=sky_env(tmp_path, CLOUD__TASK_FILE=str(broken)))
+    result = run_module("src", "train-cloud", "--dry-run", env=sky_env(tmp_path, CLOUD__TASK_FILE=str(broken)))
     assert result.returncode == 2
     assert "workdri" in result.stderr
     assert "did you mean" in result.stderr.lower()
@@ -44,7 +44,7 @@ def test_misspelled_key_gets_did_you_mean(tmp_path: Path) -> None:
 
 @needs_sky
 def test_dry_run_prints_command_and_contacts_nothing(tmp_path: Path) -> None:
-    result = run_module("src.cloud.train_cloud", "--dry-run", env=sky_env(tmp_path))
+    result = run_module("src", "train-cloud", "--dry-run", env=sky_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     infra = load_settings(environ={}).cloud.infra
     assert result.stdout.startswith("sky launch ")
@@ -55,7 +55,7 @@ def test_dry_run_prints_command_and_contacts_nothing(tmp_path: Path) -> None:
 @needs_sky
 def test_dry_run_carries_overrides_and_node_count(tmp_path: Path) -> None:
     env = sky_env(tmp_path, TRAINING__MAX_STEPS="10")
-    result = run_module("src.cloud.train_cloud", "--dry-run", "--num-nodes", "2", env=env)
+    result = run_module("src", "train-cloud", "--dry-run", "--num-nodes", "2", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--env TRAINING__MAX_STEPS=10" in result.stdout
     assert "--num-nodes 2" in result.stdout
@@ -64,7 +64,7 @@ def test_dry_run_carries_overrides_and_node_count(tmp_path: Path) -> None:
 @needs_sky
 @pytest.mark.parametrize("argv", [["--infra", "oracle"], ["--gpus", "L4:abc"], ["--cluster", "Bad Name!"]])
 def test_bad_flags_exit_2_before_anything_runs(tmp_path: Path, argv: list[str]) -> None:
-    result = run_module("src.cloud.train_cloud", "--dry-run", *argv, env=sky_env(tmp_path))
+    result = run_module("src", "train-cloud", "--dry-run", *argv, env=sky_env(tmp_path))
     assert result.returncode == 2
     assert argv[0] in only_error_line(result.stderr) or argv[0] in result.stderr
     assert result.stdout == "", "no command printed"
@@ -87,7 +87,7 @@ def test_task_file_with_several_nodes_passes_skypilot_schema(tmp_path: Path) -> 
 @needs_sky
 def test_launch_without_credentials_fails_clearly(tmp_path: Path) -> None:
     infra = load_settings(environ={}).cloud.infra
-    result = run_module("src.cloud.train_cloud", env=sky_env(tmp_path))
+    result = run_module("src", "train-cloud", env=sky_env(tmp_path))
     assert result.returncode == 2
     assert f"{infra.split('/')[0]} has no usable credentials" in result.stderr
     assert "Traceback" not in result.stderr

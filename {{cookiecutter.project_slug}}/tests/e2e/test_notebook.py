@@ -1,5 +1,8 @@
 """notebooks/starter.ipynb, run cell by cell in a fresh Jupyter kernel as a user runs it, so it cannot rot.
 
+Every task's starter notebook has a `train` cell printing the run's headline metric and a `curves`
+cell drawing its training curves; the task checks its own cells (tests/task/samples.py).
+
 The kernel is this interpreter running ipykernel, with this process's import path: the project's
 venv (a machine's `python3` kernelspec could be any Python). A kernel is a process of its own, so
 this is an end-to-end test (`uv run test-all`). It starts in notebooks/, as Jupyter starts a
@@ -21,6 +24,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from src.config import PROJECT_ROOT
+from src.task import TASK
+from tests.task import samples
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "starter.ipynb"
 KERNEL_NAME = "project-test"
@@ -39,7 +44,7 @@ def kernel_manager(folder: Path) -> KernelManager:
         "env": {
             "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
             "IPYTHONDIR": str(folder / "ipython"),  # not the user's ~/.ipython
-            "OMP_NUM_THREADS": "1",  # the tiny model gains nothing from more (tests/integration/conftest.py)
+            "OMP_NUM_THREADS": "1",  # the tiny model gains nothing from more (tests/conftest.py)
         },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -94,13 +99,9 @@ def test_the_starter_notebook_runs_every_cell(tmp_path: Path, monkeypatch: pytes
     assert run_dir.parent == output_dir.resolve()
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["run_id"] == run_dir.name
-    assert (run_dir / "model.safetensors").is_file()
-    cells = {cell.get("id"): cell for cell in notebook.cells}
-    trained, _ = outputs(cells["train"])
-    assert f"accuracy {metrics['accuracy']:.3f}" in trained
-    classified, _ = outputs(cells["classify"])
-    predicted = [line.split()[0] for line in classified.strip().splitlines()]
-    assert len(predicted) == 3
-    assert set(predicted) == {"neg", "pos"}  # its clearly positive and clearly negative review
-    _, kinds = outputs(cells["curves"])
-    assert "image/png" in kinds
+    assert (run_dir / TASK.model_files.weights[0]).is_file()
+    cells = {cell.get("id"): outputs(cell) for cell in notebook.cells if cell.cell_type == "code"}
+    headline = TASK.metrics[0]
+    assert f"{headline.title} {metrics[headline.key]:.3f}" in cells["train"][0], "the training cell prints the run"
+    assert "image/png" in cells["curves"][1]
+    samples.check_notebook(cells)  # what the task's own cells show

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.processes import clean_env, start_module, started
-from tests.helpers.texts import reviews, write_jsonl
+from tests.task import samples
 
 
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_predict_leaves_no_file(
     trained_model: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, sent: int, code: int
 ) -> None:
-    source = write_jsonl(tmp_path / "many.jsonl", reviews(300, repeat=3) * 100)  # a minute of work
+    source = samples.write_a_minute_of_work(tmp_path / "many.jsonl")
     cache = clean_env(XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))  # the read-only run's ONNX export
-    process = start_module("src.evaluation.predict", str(source), "--model-dir", str(trained_model), env=cache,
+    process = start_module("src", "predict", str(source), "--model-dir", str(trained_model), env=cache,
                            stderr=subprocess.PIPE)  # fmt: skip
     with started(process):
         stderr = interrupt_while_classifying(process, sent)
@@ -33,7 +33,7 @@ def interrupt_while_classifying(process: subprocess.Popen[str], sent: int) -> st
     """Send `sent` to predict's group a second into its batches; what it printed after."""
     assert process.stderr is not None
     begun = time.monotonic()
-    while "Classifying" not in process.stderr.readline():
+    while samples.PREDICT_STARTED not in process.stderr.readline():
         assert process.poll() is None, "predict stopped before classifying"
         assert time.monotonic() - begun < 120, "predict did not start"
     time.sleep(1.0)  # in the middle of the batches

@@ -1,5 +1,5 @@
-"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, the
-default CPU start through ONNX Runtime, and a model worker killed while serving."""
+"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, and a model
+worker killed while serving."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.helpers.models import copy_run, damaged_model
@@ -23,6 +22,7 @@ from tests.helpers.processes import (
     wait_until_none_with,
 )
 from tests.helpers.server import start_server, wait_until_healthy
+from tests.task import samples
 
 MARK = "SERVE_TEST_RUN"  # in the environment of the server and of every process it starts
 
@@ -34,17 +34,18 @@ def assert_nothing_left(port: int, run: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "when", "precision"),
-    [(signal.SIGTERM, 143, "serving", "fp32"), (signal.SIGINT, 130, "starting", "auto")],
-    ids=["sigterm-while-serving-pytorch", "ctrl-c-while-exporting-to-onnx"],
+    ("sig", "code", "when"),
+    [(signal.SIGTERM, 143, "serving"), (signal.SIGINT, 130, "starting")],
+    ids=["sigterm-while-serving", "ctrl-c-while-starting"],
 )
 def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
-    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str, precision: str
+    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str
 ) -> None:
-    """Ctrl-C while serving through ONNX Runtime: test_cpu_serves_through_onnx_runtime_by_default."""
-    run = copy_run(trained_model, tmp_path)  # a CPU start exports the ONNX model into the run
+    """While serving (the task's exact engine), and while starting with the shipped settings (what a
+    start does before the server answers: on a CPU classifier, its ONNX export)."""
+    run = copy_run(trained_model, tmp_path)  # a start may write into the run (the ONNX export of a classifier)
     run.chmod(0o755)
-    server = start_server(run, "--precision", precision, **{MARK: str(run)})
+    server = start_server(run, *(samples.EXACT_SERVING if when == "serving" else ()), **{MARK: str(run)})
     with started(server.process):
         if when == "starting":
             time.sleep(4)  # the export child is importing torch or exporting
@@ -69,7 +70,7 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
         else:
             port = 80
         started_at = time.monotonic()
-        result = run_module("src.deployment.serve", "--model-dir", str(model), "--port", str(port), timeout=120)
+        result = run_module("src", "serve", "--model-dir", str(model), "--port", str(port), timeout=120)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     line = only_error_line(result.stderr)
     assert str(model) in line if refusal == "damaged-folder" else "--port" in line
@@ -77,36 +78,11 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
     assert time.monotonic() - started_at < 60
 
 
-def test_cpu_serves_through_onnx_runtime_by_default(trained_model: Path, tmp_path: Path) -> None:
-    """`uv run serve` with the shipped settings on CPU: exported once into the run, checked, served;
-    then Ctrl-C: exit 130, no traceback, nothing left."""
-    from src.deployment.classifier import Classifier
-
-    run = copy_run(trained_model, tmp_path)
-    run.chmod(0o755)
-    server = start_server(run, **{MARK: str(run)})
-    with started(server.process):
-        wait_until_healthy(server)
-        text = "great wonderful superb film"
-        answer = httpx.post(f"{server.url}/predict", json={"text": text}, timeout=30).json()
-        assert stop_group(server.process, signal.SIGINT) == 130
-        log = server.output()
-        server.log.unlink()
-    assert "Traceback" not in log
-    assert_nothing_left(server.port, run)
-    assert "agrees with PyTorch fp32" in log
-    assert "worker ready on cpu: onnxruntime int8" in log
-    assert (run / "onnx" / "model-int8.onnx").is_file()
-    expected = Classifier(run, precision="int8", runtime="onnxruntime").predict([text])[0]
-    assert answer["label"] == expected.label
-    assert answer["score"] == pytest.approx(expected.score, abs=1e-4)
-
-
 def test_a_worker_killed_while_serving_stops_the_server_with_one_line(trained_model: Path, tmp_path: Path) -> None:
     """kill -9 of the model worker (what the kernel's out-of-memory killer does): exit 2, one line
     naming the worker and what to try, nothing left behind."""
     run = copy_run(trained_model, tmp_path)
-    server = start_server(run, "--precision", "fp32", **{MARK: str(run)})
+    server = start_server(run, *samples.EXACT_SERVING, **{MARK: str(run)})
     with started(server.process):
         wait_until_healthy(server)
         (worker,) = [

@@ -65,7 +65,7 @@ def test_service_spec_passes_skypilot_schema_for_every_cloud(tmp_path: Path, clo
 
 @needs_sky
 def test_dry_run_prints_sky_serve_up(tmp_path: Path) -> None:
-    result = run_module("src.cloud.serve_cloud", "--dry-run", env=sky_env(tmp_path))
+    result = run_module("src", "serve-cloud", "--dry-run", env=sky_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     command = shlex.split(result.stdout)
     cloud = load_settings(environ={}).cloud
@@ -82,7 +82,7 @@ def test_dry_run_prints_sky_serve_up(tmp_path: Path) -> None:
 def test_dry_run_with_a_run_spot_gpus_and_overrides(tmp_path: Path) -> None:
     env = sky_env(tmp_path, SERVING__PRECISION="fp32", LIT_SERVER_API_KEY="secret-value")
     argv = ["--dry-run", "--run", "smoke-20261202-153000", "--spot", "--gpus", "T4:1", "--infra", "aws"]
-    result = run_module("src.cloud.serve_cloud", *argv, env=env)
+    result = run_module("src", "serve-cloud", *argv, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     command = shlex.split(result.stdout)
     assert "SERVING__MODEL_DIR=/checkpoints/models/smoke-20261202-153000" in command
@@ -95,7 +95,7 @@ def test_dry_run_with_a_run_spot_gpus_and_overrides(tmp_path: Path) -> None:
 
 @needs_sky
 def test_dry_run_uploads_a_local_model_folder(tmp_path: Path, trained_model: Path) -> None:
-    result = run_module("src.cloud.serve_cloud", "--dry-run", "--model-dir", str(trained_model), env=sky_env(tmp_path))
+    result = run_module("src", "serve-cloud", "--dry-run", "--model-dir", str(trained_model), env=sky_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     command = shlex.split(result.stdout)
     assert "SERVING__MODEL_DIR=/model" in command
@@ -108,7 +108,7 @@ def test_dry_run_uploads_a_local_model_folder(tmp_path: Path, trained_model: Pat
     "argv", [["--infra", "oracle"], ["--gpus", "T4:x"], ["--service", "Bad Name!"], ["--run", "../etc"]]
 )
 def test_bad_flags_exit_2_before_anything_runs(tmp_path: Path, argv: list[str]) -> None:
-    result = run_module("src.cloud.serve_cloud", "--dry-run", *argv, env=sky_env(tmp_path))
+    result = run_module("src", "serve-cloud", "--dry-run", *argv, env=sky_env(tmp_path))
     assert result.returncode == 2
     assert argv[0] in only_error_line(result.stderr)
     assert result.stdout == "", "no command printed"
@@ -119,7 +119,7 @@ def test_local_model_folder_that_cannot_serve_is_refused(tmp_path: Path) -> None
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
     result = run_module(
-        "src.cloud.serve_cloud", "--dry-run", "--model-dir", str(tmp_path / "model"), env=sky_env(tmp_path)
+        "src", "serve-cloud", "--dry-run", "--model-dir", str(tmp_path / "model"), env=sky_env(tmp_path)
     )
     assert result.returncode == 2
     assert "config.json" in only_error_line(result.stderr)
@@ -129,7 +129,7 @@ def test_local_model_folder_that_cannot_serve_is_refused(tmp_path: Path) -> None
 def test_launch_without_credentials_fails_fast_and_clearly(tmp_path: Path) -> None:
     infra = load_settings(environ={}).cloud.infra
     started = time.monotonic()
-    result = run_module("src.cloud.serve_cloud", env=sky_env(tmp_path, LIT_SERVER_API_KEY="k"), timeout=60)
+    result = run_module("src", "serve-cloud", env=sky_env(tmp_path, LIT_SERVER_API_KEY="k"), timeout=60)
     assert time.monotonic() - started < 30
     assert result.returncode == 2
     assert f"{infra.split('/')[0]} has no usable credentials" in only_error_line(result.stderr)
@@ -138,6 +138,6 @@ def test_launch_without_credentials_fails_fast_and_clearly(tmp_path: Path) -> No
 
 @needs_sky
 def test_launch_without_an_api_key_is_refused(tmp_path: Path) -> None:
-    result = run_module("src.cloud.serve_cloud", env=sky_env(tmp_path))
+    result = run_module("src", "serve-cloud", env=sky_env(tmp_path))
     assert result.returncode == 2
     assert "LIT_SERVER_API_KEY is not set" in only_error_line(result.stderr)

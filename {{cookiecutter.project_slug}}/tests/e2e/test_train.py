@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -13,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from src import runs
+from src import runs, smoke_assets
 from src.config import load_settings
-from src.deployment.classifier import Classifier
 from src.evaluation import report
-from src.models import smoke
-from tests.helpers.models import smoke_file_settings, truncate, with_smoke_assets
+from src.task import TASK
+from tests.helpers.files import truncate
+from tests.helpers.models import WEIGHTS, launcher_assets_dir, smoke_file_settings, with_smoke_assets
 from tests.helpers.processes import (
     clean_env,
     free_port,
@@ -28,6 +27,7 @@ from tests.helpers.processes import (
     started,
     wait_until_none_with,
 )
+from tests.task import samples
 
 LONG_RUN = {"TRAINING__MAX_STEPS": "600", "TRAINING__SAVE_STEPS": "10", "TRAINING__SAVE_TOTAL_LIMIT": "3"}
 
@@ -38,16 +38,14 @@ def train_local(
     """`train-local --smoke` into output_dir; `fresh`: it builds the smoke assets itself, as on a first run."""
     if not fresh:
         with_smoke_assets(output_dir)
-    return run_module("src.models.train_local", "--smoke", *args,
+    return run_module("src", "train-local", "--smoke", *args,
                       env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env), timeout=timeout)  # fmt: skip
 
 
 def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     with_smoke_assets(output_dir)
     env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env)
-    return start_module(
-        "src.models.train_local", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return start_module("src", "train-local", "--smoke", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def printed_metrics(stdout: str) -> dict[str, Any]:
@@ -75,8 +73,8 @@ def wait_for_checkpoints(
 
 
 def rows(output_dir: Path, split: str) -> int:
-    """How many reviews the smoke run under output_dir trained or evaluated on."""
-    return len(smoke.files(smoke.assets_dir(output_dir))[split].read_text(encoding="utf-8").splitlines())
+    """How many examples the smoke run under output_dir trained or evaluated on."""
+    return len(smoke_assets.files(launcher_assets_dir(output_dir))[split].read_text(encoding="utf-8").splitlines())
 
 
 def step(checkpoint: Path) -> int:
@@ -93,15 +91,18 @@ def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
     run_dir = tmp_path / metrics["run_id"]
     assert (run_dir / report.REPORT).is_file()
     assert len(list(run_dir.glob("*.png"))) >= 2
-    evaluated = run_module("src.evaluation.evaluate", env=clean_env(TRAINING__OUTPUT_DIR=str(tmp_path)))  # the latest
+    evaluated = run_module("src", "evaluate", env=clean_env(TRAINING__OUTPUT_DIR=str(tmp_path)))  # the latest
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads(evaluated.stdout)["accuracy"] == metrics["accuracy"]
+    headline = TASK.metrics[0].key
+    assert json.loads(evaluated.stdout)[headline] == pytest.approx(metrics[headline], rel=1e-3)
 
 
 def test_error_inside_the_training_process_is_one_line(tmp_path: Path) -> None:
-    result = train_local(tmp_path, DATA__LABEL_COLUMN="sentiment")
+    variable, value = samples.BAD_DATA_SETTING  # a column the data does not have
+    result = run_module("src", "train-local", "--smoke", env=clean_env(**{variable: value},
+                        TRAINING__OUTPUT_DIR=str(with_smoke_assets(tmp_path))))  # fmt: skip
     assert result.returncode == 2
-    assert "sentiment" in only_error_line(result.stderr)
+    assert value in only_error_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -137,17 +138,8 @@ def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
     assert metrics["eval_samples"] == rows(tmp_path, "eval"), "metrics cover the whole evaluation split, not one shard"
     assert result.stdout.count('"run_id"') == 1, "one process prints the metrics"
     assert result.stderr.count("Saved ") == 1, "one process publishes and logs it"
-    predictions = Classifier(tmp_path / "latest").predict(["great wonderful superb film", "awful boring dull mess"])
-    assert [prediction.label for prediction in predictions] == ["pos", "neg"]
-    # eval_loss is the mean cross-entropy over the split, as one process computes it for the same model
-    examples = [json.loads(line) for line in smoke.files(smoke.assets_dir(tmp_path))["eval"].read_text().splitlines()]
-    answers = Classifier(tmp_path / "latest", precision="fp32").predict([example["text"] for example in examples])
-    labels = json.loads((tmp_path / "latest" / "config.json").read_text())["id2label"]
-    cross_entropy = -sum(
-        math.log(answer.probabilities[labels[str(example["label"])]])
-        for example, answer in zip(examples, answers, strict=True)
-    ) / len(examples)
-    assert metrics["eval_loss"] == pytest.approx(cross_entropy, rel=0.02), "the ranks' losses are averaged, not summed"
+    eval_file = smoke_assets.files(launcher_assets_dir(tmp_path))["eval"]
+    samples.check_two_process_run(tmp_path / "latest", eval_file, metrics)  # it learned; the loss is averaged
 
 
 def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
@@ -191,7 +183,7 @@ def test_two_processes_killed_then_truncated_weights_then_resume_finishes(tmp_pa
         process.communicate()
         assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 30), "no rank outlives its launcher"
         *_, kept, newest = wait_for_checkpoints(tmp_path, process, count=2)
-    truncate(newest / "model.safetensors")
+    truncate(newest / WEIGHTS)
 
     end = str(step(newest) + 10)
     result = train_local(tmp_path, "--resume", "--num-processes", "2", TRAINING__MAX_STEPS=end,
@@ -207,7 +199,7 @@ def test_two_processes_killed_then_truncated_weights_then_resume_finishes(tmp_pa
 def test_unreachable_hub_fails_fast_and_points_to_smoke(tmp_path: Path) -> None:
     # An endpoint on a closed local port: the same failure as no internet, but instant.
     env = clean_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub-cache"))
-    result = run_module("src.models.train_local", env=env, timeout=20)  # a hang guard: Hub retries take a minute
+    result = run_module("src", "train-local", env=env, timeout=20)  # a hang guard: Hub retries take a minute
     assert result.returncode == 2
     assert "accelerate" not in result.stderr, "it stopped before launching the training"
     assert "--smoke" in result.stderr

@@ -1,10 +1,13 @@
-"""Smoke settings for a test's own folder, and the ways a model folder or a checkpoint gets damaged."""
+"""Smoke settings for a test's own folder, and the ways a model folder or a checkpoint gets damaged.
+
+The damages every model has (its weights and config, the files Task.model_files names) are
+here; each task adds its own (tests/task/samples.py), and the tests run them all.
+"""
 
 from __future__ import annotations
 
 import atexit
 import functools
-import json
 import os
 import shutil
 import tempfile
@@ -12,18 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from src import smoke_assets
 from src.config import DEFAULT_SETTINGS_FILE, SMOKE_SETTINGS_FILE, Settings, load_settings
-from src.models import smoke
-from src.runs import ONNX_FOLDER
+from src.task import TASK
+from tests.helpers.files import truncate
+from tests.task import samples
+
+WEIGHTS = TASK.model_files.weights[0]
+CONFIG = TASK.model_files.config
 
 
 def smoke_settings(assets: dict[str, Path], output_dir: Path, environ: dict[str, str] | None = None,
                    **training: Any) -> Settings:  # fmt: skip
     """configs/smoke.yaml writing under output_dir; keywords override training.*, `environ` plays the shell."""
-    overrides = smoke.overrides(assets)
+    overrides = smoke_assets.overrides(assets)
     overrides["training"] = {"output_dir": str(output_dir), **training}
     return load_settings(DEFAULT_SETTINGS_FILE, environ=environ or {}, overlays=[SMOKE_SETTINGS_FILE],
                          overrides=overrides)  # fmt: skip
+
+
+def build_smoke_assets(folder: Path, seed: int | None = None) -> dict[str, Path]:
+    """The task's smoke set in `folder`, as `train-local --smoke` builds it (its seed unless one is given)."""
+    return smoke_assets.build(folder, smoke_file_settings().training.seed if seed is None else seed, TASK.smoke)
 
 
 @functools.cache
@@ -31,8 +44,13 @@ def _launcher_assets() -> Path:
     """What `train-local --smoke` builds before it trains (with its seed), built once per test run."""
     target = Path(tempfile.mkdtemp(prefix="smoke-assets-")) / "assets"
     atexit.register(shutil.rmtree, target.parent, True)
-    smoke.build(target, seed=smoke_file_settings().training.seed)
+    build_smoke_assets(target)
     return target
+
+
+def launcher_assets_dir(output_dir: Path) -> Path:
+    """Where `train-local --smoke` keeps its smoke set under a runs folder."""
+    return smoke_assets.assets_dir(output_dir, smoke_file_settings().training.seed)
 
 
 def with_smoke_assets(output_dir: Path) -> Path:
@@ -40,8 +58,8 @@ def with_smoke_assets(output_dir: Path) -> Path:
 
     Each launch then skips seconds of importing torch to build them; one test builds them itself.
     """
-    if not smoke.assets_dir(output_dir).exists():
-        shutil.copytree(_launcher_assets(), smoke.assets_dir(output_dir))
+    if not launcher_assets_dir(output_dir).exists():
+        shutil.copytree(_launcher_assets(), launcher_assets_dir(output_dir))
     return output_dir
 
 
@@ -51,31 +69,20 @@ def smoke_file_settings() -> Settings:
 
 
 def copy_run(run_dir: Path, target: Path) -> Path:
-    """A copy of a published run, for a test that writes into it or damages it.
-
-    As published: without the ONNX export predict or evaluate may have made of the shared run
-    (read-only, but not to root, which CI runs as)."""
+    """A copy of a published run, for a test that writes into it or damages it: as published, without
+    what serving made of the shared run since (samples.MADE_BY_SERVING: read-only, but not to root)."""
     copied = target / run_dir.name
 
-    def export(folder: str, _: list[str]) -> list[str]:
-        return [ONNX_FOLDER] if folder == str(run_dir) else []
+    def made_by_serving(folder: str, _: list[str]) -> list[str]:
+        return list(samples.MADE_BY_SERVING) if folder == str(run_dir) else []
 
-    shutil.copytree(run_dir, copied, symlinks=True, ignore=export)
+    shutil.copytree(run_dir, copied, symlinks=True, ignore=made_by_serving)
     return copied
 
 
-def truncate(path: Path, size: int = 100) -> None:
-    with path.open("r+b") as handle:
-        handle.truncate(size)
-
-
-def _set_config(model: Path, **values: Any) -> None:
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, **values}), encoding="utf-8")
-
-
 def _remove_tokenizer(model: Path) -> None:
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "chat_template.jinja",
+                 "special_tokens_map.json"):  # fmt: skip
         (model / name).unlink(missing_ok=True)
 
 
@@ -87,19 +94,14 @@ def _replace_with_a_file(model: Path) -> None:
 # How a published model folder can be unfit to serve: each must be refused before serving.
 MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
     "no-tokenizer": _remove_tokenizer,
-    "truncated-weights": lambda model: truncate(
-        model / "model.safetensors", (model / "model.safetensors").stat().st_size // 2
-    ),
-    "tiny-weights": lambda model: truncate(model / "model.safetensors"),  # what `truncate -s 100` does
-    "garbage-weights": lambda model: (model / "model.safetensors").write_bytes(
-        os.urandom((model / "model.safetensors").stat().st_size)
-    ),
-    "no-weights": lambda model: (model / "model.safetensors").unlink(),
-    "config-not-json": lambda model: (model / "config.json").write_text("{ this is not json", encoding="utf-8"),
-    "config-not-a-classifier": lambda model: _set_config(model, architectures=["DistilBertModel"]),
+    "truncated-weights": lambda model: truncate(model / WEIGHTS, (model / WEIGHTS).stat().st_size // 2),
+    "tiny-weights": lambda model: truncate(model / WEIGHTS),  # what `truncate -s 100` does
+    "garbage-weights": lambda model: (model / WEIGHTS).write_bytes(os.urandom((model / WEIGHTS).stat().st_size)),
+    "no-weights": lambda model: (model / WEIGHTS).unlink(),
+    "config-not-json": lambda model: (model / CONFIG).write_text("{ this is not json", encoding="utf-8"),
     "bad-tokenizer": lambda model: (model / "tokenizer.json").write_text('{"version": "1.0", "model": 42}'),
-    "tokenizer-of-another-model": lambda model: _set_config(model, vocab_size=32),
     "a-file": _replace_with_a_file,
+    **samples.MODEL_DAMAGES,
 }
 
 
@@ -112,11 +114,11 @@ def damaged_model(run_dir: Path, target: Path, damage: str) -> Path:
 
 # How the newest checkpoint of an interrupted run can be damaged: resuming must skip it.
 CHECKPOINT_DAMAGES: dict[str, Callable[[Path], object]] = {
-    "truncated-weights": lambda checkpoint: truncate(checkpoint / "model.safetensors"),
-    "garbage-weights": lambda checkpoint: (checkpoint / "model.safetensors").write_bytes(os.urandom(4096)),
+    "truncated-weights": lambda checkpoint: truncate(checkpoint / WEIGHTS),
+    "garbage-weights": lambda checkpoint: (checkpoint / WEIGHTS).write_bytes(os.urandom(4096)),
     "bad-json": lambda checkpoint: (checkpoint / "trainer_state.json").write_text("{not json"),
     "bad-optimizer": lambda checkpoint: (checkpoint / "optimizer.pt").write_bytes(b"\0" * 64),
     "bad-rng-state": lambda checkpoint: truncate(next(checkpoint.glob("rng_state*.pth"))),
     "missing-scheduler": lambda checkpoint: (checkpoint / "scheduler.pt").unlink(),
-    "missing-config": lambda checkpoint: (checkpoint / "config.json").unlink(),
+    "missing-config": lambda checkpoint: (checkpoint / CONFIG).unlink(),
 }

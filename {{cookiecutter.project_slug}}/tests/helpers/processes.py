@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from src import errors
 from src.config import PROJECT_ROOT
@@ -83,12 +84,13 @@ def run_module(
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def call(main: Callable[[Sequence[str]], int | None], *argv: str) -> int:
-    """A command's `main(argv)` in this process, through the one error path: its exit code.
-
-    The error path takes SIGTERM, and SIGINT once interrupted; tests/conftest.py puts them back.
+def call(main: Callable[[Sequence[str], Any], int | None], *argv: str) -> int:
+    """A command's `main(argv, task)` in this process, with this project's task, through the one error path:
+    its exit code. The error path takes SIGTERM, and SIGINT once interrupted; tests/conftest.py puts them back.
     """
-    return errors.exit_code(lambda: main(list(argv)))
+    from src.task import TASK
+
+    return errors.exit_code(lambda: main(list(argv), TASK))
 
 
 def only_error_line(stderr: str) -> str:

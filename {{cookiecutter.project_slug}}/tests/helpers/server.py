@@ -1,4 +1,4 @@
-"""A real `uv run serve` (python -m src.deployment.serve) on 127.0.0.1, started and stopped as a group."""
+"""A real `uv run serve` (python -m src serve) on 127.0.0.1, started and stopped as a group."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def start_server(model_dir: Path, *args: str, api_key: str | None = None, **env:
         env["LIT_SERVER_API_KEY"] = api_key
     with log.open("w") as sink:
         process = start_module(
-            "src.deployment.serve", "--host", "127.0.0.1", "--port", str(port), "--model-dir", str(model_dir), *args,
+            "src", "serve", "--host", "127.0.0.1", "--port", str(port), "--model-dir", str(model_dir), *args,
             env=clean_env(**env), stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     headers = {"X-API-Key": api_key} if api_key is not None else {}

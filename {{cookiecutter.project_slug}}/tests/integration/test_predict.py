@@ -1,4 +1,4 @@
-"""`uv run predict` on the tiny offline model: same answers as the server, every format, no half files."""
+"""`uv run predict` as every task has it, on the tiny offline model: every format, no half files, no overwrites."""
 
 from __future__ import annotations
 
@@ -7,159 +7,63 @@ import json
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from src import runs
-from src.deployment import onnx_engine
-from src.deployment.classifier import Classifier
-from src.devices import cpu_cores
-from src.evaluation import predict, tables
+from src import tables
+from src.evaluation import predict
+from src.task import TASK
 from tests.helpers.models import MODEL_DAMAGES, damaged_model
 from tests.helpers.processes import call, only_error_line
-from tests.helpers.texts import reviews, write_jsonl
+from tests.task import samples
+
+ANSWERS = TASK.prediction.suffix  # "predictions": the default output is <input>.predictions.<ext>
 
 
-@pytest.mark.parametrize("runtime", ["auto", "pytorch"])
-def test_1000_rows_equal_the_servers_classifier(
-    trained_model: Path, tmp_path: Path, runtime: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    texts = reviews(1000)
-    source = write_jsonl(tmp_path / "reviews.jsonl", texts)
-    assert call(predict.main, str(source), "--model-dir", str(trained_model), "--runtime", runtime) == 0
-    rows = [json.loads(line) for line in (tmp_path / "reviews.predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 1000
-    assert [row["id"] for row in rows] == list(range(1000)), "input order and columns kept"
-    engine = "onnxruntime" if runtime == "auto" else "pytorch"  # auto on CPU: int8 through ONNX Runtime, as served
-    assert f"({engine} int8 on cpu)" in capsys.readouterr().err
-    # The server's worker, same runtime and precision (the export predict made and checked).
-    expected = Classifier(trained_model, precision="int8", runtime=engine, threads=cpu_cores()).predict(texts)
-    for row, prediction in zip(rows, expected, strict=True):
-        assert row["predicted_label"] == prediction.label
-        assert row["predicted_score"] == prediction.score, "same micro-batches: the same numbers"
-        assert row["probability_neg"] + row["probability_pos"] == pytest.approx(1.0, abs=1e-5)
-        assert row["predicted_score"] == max(row["probability_neg"], row["probability_pos"])
-
-
-def foreign_export(run_copy: Path, smoke_assets: dict[str, Path], precision: str, tmp_path: Path) -> None:
-    """The run's ONNX export replaced by one of another model, newer than the weights: it fails parity."""
-    onnx_engine.export(smoke_assets["model"], precision, tmp_path / f"foreign-{precision}.onnx")
-    target = runs.onnx_file(run_copy, precision)
-    target.parent.mkdir(exist_ok=True)
-    target.write_bytes((tmp_path / f"foreign-{precision}.onnx").read_bytes())
-
-
-def test_an_int8_export_that_disagrees_with_pytorch_is_not_used_and_the_next_runtime_answers(
-    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Settings on auto: ONNX Runtime fp32 answers instead, and predict says so in one line."""
-    foreign_export(run_copy, smoke_assets, "int8", tmp_path)
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
-    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 0
-    err = capsys.readouterr().err
-    assert "ONNX Runtime int8 disagrees with PyTorch fp32" in err
-    assert "not serving it" in err
-    assert "(onnxruntime fp32 on cpu)" in err
-    assert len((tmp_path / "reviews.predictions.jsonl").read_text().splitlines()) == 20
-
-
-def test_pytorch_answers_when_no_onnx_export_agrees(
-    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for precision in ("int8", "fp32"):
-        foreign_export(run_copy, smoke_assets, precision, tmp_path)
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
-    assert call(predict.main, str(source), "--model-dir", str(run_copy)) == 0
-    err = capsys.readouterr().err
-    assert err.count("not serving it") == 2
-    assert "(pytorch fp32 on cpu)" in err
-
-
-def test_an_onnx_export_asked_for_that_disagrees_with_pytorch_is_refused_like_serve_refuses_it(
-    run_copy: Path, smoke_assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--runtime onnxruntime --precision int8 given: predict stops before classifying."""
-    foreign_export(run_copy, smoke_assets, "int8", tmp_path)
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
-    argv = ["--model-dir", str(run_copy), "--runtime", "onnxruntime", "--precision", "int8"]
-    assert call(predict.main, str(source), *argv) == 2
-    line = only_error_line(capsys.readouterr().err)
-    assert "disagrees with PyTorch fp32" in line
-    assert "--runtime pytorch" in line
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "foreign-int8.onnx", "reviews.jsonl", "runs"], "no output"  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("argv", "words"),
-    [
-        (["--runtime", "tensorrt"], "serving.runtime"),
-        (["--runtime", "onnxruntime", "--precision", "fp16"], "onnxruntime serves fp32 or int8"),
-    ],
-    ids=["unknown", "half-precision"],
-)
-def test_a_runtime_that_cannot_run_is_refused(
-    trained_model: Path, tmp_path: Path, argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(5))
-    assert call(predict.main, str(source), "--model-dir", str(trained_model), *argv) == 2
-    assert words in only_error_line(capsys.readouterr().err)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output"
-
-
-def test_a_few_through_a_real_server(trained_model: Path, client: httpx.Client, tmp_path: Path) -> None:
-    # fp32 on both sides: under int8 (the CPU default) activation scales follow the batch, and
-    # one request at a time is a batch of one while predict runs batches of 16.
-    texts = reviews(6, repeat=2)
-    output = tmp_path / "out.jsonl"
-    source = write_jsonl(tmp_path / "in.jsonl", texts)
-    predict.main([str(source), "-o", str(output), "--model-dir", str(trained_model), "--precision", "fp32"])
-    rows = [json.loads(line) for line in output.read_text().splitlines()]
-    answers = [client.post("/predict", json={"text": text}).json() for text in texts]  # the server runs fp32
-    for row, answer in zip(rows, answers, strict=True):
-        assert row["predicted_label"] == answer["label"]
-        assert row["predicted_score"] == pytest.approx(answer["score"], abs=1e-5)
-        assert row["probability_pos"] == pytest.approx(answer["probabilities"]["pos"], abs=1e-5)
+def answer_columns(model: Path) -> list[str]:
+    return list(TASK.prediction.columns(TASK.inspect(model)))
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json", ".txt"])
 def test_every_format_keeps_its_rows(trained_model: Path, tmp_path: Path, suffix: str) -> None:
-    texts = reviews(50)
+    rows = samples.rows(12)
     source = tmp_path / f"in{suffix}"
     if suffix == ".txt":
-        source.write_text("\n".join(texts) + "\n")
+        source.write_text("\n".join(row[samples.INPUT_COLUMN] for row in rows) + "\n")
     else:
-        tables.write_table([{"id": str(i), "text": text} for i, text in enumerate(texts)], source, suffix[1:])
-    predict.main([str(source), "--model-dir", str(trained_model)])
-    output = tmp_path / f"in.predictions{'.jsonl' if suffix == '.txt' else suffix}"
-    rows = tables.read_table(str(output)).rows
-    assert [row["text"] for row in rows] == texts
-    assert all(row["predicted_label"] in {"neg", "pos"} for row in rows)
+        tables.write_table(rows, source, suffix[1:])
+    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 0
+    output = tmp_path / f"in.{ANSWERS}{'.jsonl' if suffix == '.txt' else suffix}"
+    answered = tables.read_table(str(output)).rows
+    assert [row["text" if suffix == ".txt" else samples.INPUT_COLUMN] for row in answered] == [
+        row[samples.INPUT_COLUMN] for row in rows
+    ]
+    assert all(set(answer_columns(trained_model)) <= set(row) for row in answered)
     if suffix != ".txt":
-        assert [row["id"] for row in rows] == [str(i) for i in range(50)]
+        assert [row["id"] for row in answered] == [row["id"] for row in rows]
 
 
 def test_stdin_to_stdout(
     trained_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a wonderful film\nawful and dull\n")))
-    predict.main(["-", "--model-dir", str(trained_model)])
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [row["text"] for row in rows] == ["a wonderful film", "awful and dull"]
-    assert [row["predicted_label"] for row in rows] == ["pos", "neg"]
+    lines = [row[samples.INPUT_COLUMN] for row in samples.rows(2)]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\n".join(lines).encode() + b"\n")))
+    assert call(predict.main, "-", "--model-dir", str(trained_model)) == 0
+    answered = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in answered] == lines
+    assert all(set(answer_columns(trained_model)) <= set(row) for row in answered)
 
 
-def test_a_line_without_text_stops_naming_it(
+def test_a_bad_line_stops_it_naming_the_line(
     trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lines = [json.dumps({"text": text}) for text in reviews(1000)]
-    lines[736] = json.dumps({"text": "   "})
-    (tmp_path / "reviews.jsonl").write_text("\n".join(lines) + "\n")
+    lines = [json.dumps(row) for row in samples.rows(1000)]
+    lines[736] = ""
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.jsonl"
-    code = call(predict.main, str(tmp_path / "reviews.jsonl"), "-o", str(output), "--model-dir", str(trained_model))
+    code = call(predict.main, str(tmp_path / "rows.jsonl"), "-o", str(output), "--model-dir", str(trained_model))
     assert code == 2
     assert "line 737" in only_error_line(capsys.readouterr().err)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output, no temporary file"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"], "no output, no temporary file"
 
 
 @pytest.mark.parametrize("damage", MODEL_DAMAGES)
@@ -167,26 +71,26 @@ def test_a_model_folder_that_cannot_load_is_refused_like_serve_refuses_it(
     trained_model: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = damaged_model(trained_model, tmp_path / "damaged", damage)
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(20))
+    source = samples.write_rows(tmp_path / "rows.jsonl", 20)
     assert call(predict.main, str(source), "--model-dir", str(model)) == 2
     assert str(model) in only_error_line(capsys.readouterr().err)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["damaged", "reviews.jsonl"], "no output"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["damaged", "rows.jsonl"], "no output"
 
 
-@pytest.mark.parametrize("column", ["predicted_label", "predicted_score", "probability_pos"])
-def test_input_columns_the_predictions_would_overwrite_are_refused(
-    trained_model: Path, tmp_path: Path, column: str, capsys: pytest.CaptureFixture[str]
+def test_input_columns_the_answers_would_overwrite_are_refused(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "labelled.jsonl"
-    source.write_text(json.dumps({"text": "a wonderful film", column: "mine"}) + "\n")
-    assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 2
-    assert f"column {column!r} would be overwritten" in only_error_line(capsys.readouterr().err)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["labelled.jsonl"]
+    source = tmp_path / "answered.jsonl"
+    for column in answer_columns(trained_model):
+        source.write_text(json.dumps({**samples.rows(1)[0], column: "mine"}) + "\n")
+        assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 2
+        assert f"column {column!r} would be overwritten" in only_error_line(capsys.readouterr().err)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["answered.jsonl"]
 
 
 def test_force_replaces_an_existing_output(trained_model: Path, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "reviews.jsonl", reviews(5))
-    output = tmp_path / "reviews.predictions.jsonl"
+    source = samples.write_rows(tmp_path / "rows.jsonl", 5)
+    output = tmp_path / f"rows.{ANSWERS}.jsonl"
     output.write_text("an older answer\n")
     assert call(predict.main, str(source), "--model-dir", str(trained_model)) == 2
     assert output.read_text() == "an older answer\n", "kept without --force"

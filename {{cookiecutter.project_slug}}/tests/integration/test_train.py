@@ -7,17 +7,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import EvalPrediction
 
-from src import runs
-from src.data import DataError
-from src.deployment.classifier import Classifier
+from src import model_folder, runs
 from src.models.checkpoints import DAMAGED_PREFIX, last_checkpoint
-from src.models.train_model import compute_metrics, train
-from tests.helpers.models import CHECKPOINT_DAMAGES, smoke_file_settings, smoke_settings
+from src.models.train_model import train
+from src.task import TASK
+from tests.helpers.models import CHECKPOINT_DAMAGES, CONFIG, WEIGHTS, smoke_file_settings, smoke_settings
 
 INTERRUPTED: dict[str, Any] = {"run_name": "damaged", "max_steps": 14, "save_steps": 5, "save_total_limit": 3}
 STOP_AT = 10  # the interrupted run's newest checkpoint; the one before it is at 5
@@ -40,7 +37,7 @@ def interrupt(smoke_assets: dict[str, Path], output_dir: Path, stop_at: int, **t
     """Train until the checkpoint at `stop_at`, then fail as a preemption would; return the run id."""
     settings = smoke_settings(smoke_assets, output_dir, **training)
     with pytest.raises(PreemptedError, match=f"step {stop_at}"):
-        train(settings, callbacks=[StopAtCheckpoint(stop_at)])
+        train(settings, TASK, callbacks=[StopAtCheckpoint(stop_at)])
     return runs.unfinished_runs(output_dir)[-1].name
 
 
@@ -64,44 +61,33 @@ def eval_rows(smoke_assets: dict[str, Path]) -> int:
     return len(smoke_assets["eval"].read_text(encoding="utf-8").splitlines())
 
 
-def test_compute_metrics() -> None:
-    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
-    labels = np.array([0, 1, 0, 0])
-    metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
-    assert metrics["accuracy"] == pytest.approx(0.75)
-    assert metrics["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
-    assert metrics["count"] == 4
-
-
-def test_smoke_run_publishes_a_loadable_model(trained_model: Path, smoke_assets: dict[str, Path]) -> None:
+def test_smoke_run_publishes_a_complete_run(trained_model: Path, smoke_assets: dict[str, Path]) -> None:
     files = {path.name for path in trained_model.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json", "settings.yaml", "run.json"} <= files
+    assert {CONFIG, WEIGHTS, "tokenizer.json", "metrics.json", "settings.yaml", "run.json", "report.md"} <= files
     metrics = json.loads((trained_model / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.6, "the smoke task is learnable: near-chance accuracy means a broken pipeline"
+    assert all(isinstance(metrics[metric.key], float) for metric in TASK.metrics), "the task's numbers"
     assert metrics["world_size"] == 1
     assert metrics["eval_samples"] == eval_rows(smoke_assets), "evaluated on the whole split"
     info = runs.read_info(trained_model)
     assert info["run_id"] == trained_model.name
     assert info["max_length"] == smoke_file_settings().model.max_length
-    assert runs.resolve_model_dir(trained_model.parent / "latest") == trained_model.resolve()
+    assert model_folder.resolve(trained_model.parent / "latest", TASK.model_files) == trained_model.resolve()
     assert not (trained_model.parent / runs.CHECKPOINTS).exists(), "a finished run keeps no checkpoints"
-
-    predictions = Classifier(trained_model).predict(["great wonderful superb film", "awful boring dull mess"])
-    assert [prediction.label for prediction in predictions] == ["pos", "neg"]
+    TASK.inspect(trained_model)  # what serve, predict and evaluate check first
 
 
 def test_interrupted_run_resumes_and_never_moves_latest(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
-    good = train(smoke_settings(smoke_assets, tmp_path, run_name="good", max_steps=3, save_steps=100))["run_id"]
+    good = train(smoke_settings(smoke_assets, tmp_path, run_name="good", max_steps=3, save_steps=100), TASK)["run_id"]
     run_id = interrupt(smoke_assets, tmp_path, 5, run_name="resumable", max_steps=12, save_steps=5)
     assert (tmp_path / "latest").resolve() == (tmp_path / good).resolve()
     assert not (tmp_path / run_id).exists(), "no half model where the server looks"
 
     half_written = runs.checkpoint_dir(tmp_path, run_id) / "checkpoint-9"  # killed while saving
     half_written.mkdir()
-    (half_written / "model.safetensors").write_bytes(b"truncated")
+    (half_written / WEIGHTS).write_bytes(b"truncated")
 
     settings = smoke_settings(smoke_assets, tmp_path, run_name="resumable", max_steps=12, save_steps=5)
-    metrics = train(settings, resume=run_id)
+    metrics = train(settings, TASK, resume=run_id)
     assert metrics["resumed_from_step"] == 5
     assert metrics["global_step"] == 12
     assert (tmp_path / "latest").resolve() == (tmp_path / run_id).resolve()
@@ -116,7 +102,7 @@ def test_damaged_newest_checkpoint_is_set_aside_for_the_previous_one(
     output_dir, run_id = interrupted
     checkpoints = runs.checkpoint_dir(output_dir, run_id)
     damage(checkpoints / f"checkpoint-{STOP_AT}")
-    chosen = last_checkpoint(checkpoints)
+    chosen = last_checkpoint(checkpoints, TASK.model_files)
     assert chosen is not None
     assert chosen.name == "checkpoint-5"
     assert (checkpoints / f"{DAMAGED_PREFIX}checkpoint-{STOP_AT}").is_dir(), "set aside, not deleted"
@@ -127,7 +113,7 @@ def test_resume_after_damage_finishes_from_the_previous_checkpoint(
 ) -> None:
     output_dir, run_id = interrupted
     CHECKPOINT_DAMAGES["truncated-weights"](runs.checkpoint_dir(output_dir, run_id) / f"checkpoint-{STOP_AT}")
-    metrics = train(smoke_settings(smoke_assets, output_dir, **INTERRUPTED), resume=run_id)
+    metrics = train(smoke_settings(smoke_assets, output_dir, **INTERRUPTED), TASK, resume=run_id)
     assert metrics["resumed_from_step"] == 5
     assert metrics["global_step"] == INTERRUPTED["max_steps"]
     assert (output_dir / "latest").resolve() == (output_dir / run_id).resolve()
@@ -135,14 +121,14 @@ def test_resume_after_damage_finishes_from_the_previous_checkpoint(
 
 def test_an_intact_checkpoint_is_resumed_from(interrupted: tuple[Path, str]) -> None:
     output_dir, run_id = interrupted
-    chosen = last_checkpoint(runs.checkpoint_dir(output_dir, run_id))
+    chosen = last_checkpoint(runs.checkpoint_dir(output_dir, run_id), TASK.model_files)
     assert chosen is not None
     assert chosen.name == f"checkpoint-{STOP_AT}"
 
 
 def test_two_runs_leave_two_folders_and_latest_on_the_second(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
-    first = train(smoke_settings(smoke_assets, tmp_path, max_steps=2))["run_id"]
-    second = train(smoke_settings(smoke_assets, tmp_path, max_steps=2))["run_id"]
+    first = train(smoke_settings(smoke_assets, tmp_path, max_steps=2), TASK)["run_id"]
+    second = train(smoke_settings(smoke_assets, tmp_path, max_steps=2), TASK)["run_id"]
     assert first != second
     assert [path.name for path in runs.finished_runs(tmp_path)] == [second, first]
     assert (tmp_path / "latest").resolve() == (tmp_path / second).resolve()
@@ -153,11 +139,4 @@ def test_a_run_being_trained_cannot_be_resumed_twice(
 ) -> None:
     output_dir, run_id = interrupted
     with runs.run_lock(output_dir, run_id), pytest.raises(runs.RunLockedError, match="another process"):
-        train(smoke_settings(smoke_assets, output_dir, **INTERRUPTED), resume=run_id)
-
-
-def test_label_column_names_what_the_data_has(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
-    settings = smoke_settings(smoke_assets, tmp_path)
-    broken = settings.model_copy(update={"data": settings.data.model_copy(update={"label_column": "sentiment"})})
-    with pytest.raises(DataError, match=r"'sentiment'.*\['label', 'text'\]|\['text', 'label'\]"):
-        train(broken)
+        train(smoke_settings(smoke_assets, output_dir, **INTERRUPTED), TASK, resume=run_id)

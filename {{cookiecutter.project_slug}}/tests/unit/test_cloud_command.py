@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from src.cloud.train_cloud import build_command, forwarded_env
-from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.config import PROJECT_ROOT, Settings, SettingsError, load_settings
 from src.flags import TRAIN_CLOUD
 
 
@@ -69,13 +69,14 @@ def test_every_local_override_reaches_the_cloud_run() -> None:
 
 def test_output_dir_stays_on_the_bucket_the_task_file_names() -> None:
     task_file = load_settings(environ={}).cloud.task_file
-    forwarded, kept = forwarded_env({"TRAINING__OUTPUT_DIR": "/tmp/local-runs"}, task_file)
+    forwarded, kept = forwarded_env({"TRAINING__OUTPUT_DIR": "/tmp/local-runs"}, task_file, Settings)
     assert kept == ["TRAINING__OUTPUT_DIR"]
     assert "TRAINING__OUTPUT_DIR" not in dict(forwarded)
 
 
 def test_settings_file_is_forwarded_relative_to_the_project() -> None:
-    forwarded, _ = forwarded_env({"SETTINGS_FILE": str(PROJECT_ROOT / "configs" / "settings.yaml")}, PROJECT_ROOT)
+    forwarded, _ = forwarded_env({"SETTINGS_FILE": str(PROJECT_ROOT / "configs" / "settings.yaml")}, PROJECT_ROOT,
+                                 Settings)  # fmt: skip
     assert ("SETTINGS_FILE", "configs/settings.yaml") in forwarded
 
 

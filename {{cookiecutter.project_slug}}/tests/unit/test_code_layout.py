@@ -1,5 +1,5 @@
-"""The code's shape: no import cycles between modules or packages, one name per module, a README
-line for every module (read from the source, no imports)."""
+"""The code's shape: no import cycles between modules or packages, no core module importing the task,
+one name per module, a README line for every module (read from the source, no imports)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,29 @@ def test_no_package_import_cycle() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# The task: src/task/ and this project's settings model. The core is the rest, but for src/__main__.py,
+# the one place that hands the task to the core's commands.
+TASK_MODULES = {module for module in MODULES if module == "src.config" or module.split(".")[:2] == ["src", "task"]}
+MEETING_POINT = "src.__main__"
+
+
+def task_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The core modules of `graph` that import a task module, and what they import of it."""
+    core = set(graph) - TASK_MODULES - {MEETING_POINT}
+    found = {module: sorted(graph[module] & TASK_MODULES) for module in sorted(core)}
+    return {module: targets for module, targets in found.items() if targets}
+
+
+def test_no_core_module_imports_the_task() -> None:
+    assert TASK_MODULES, "the task is where the layout says"
+    assert task_imports(GRAPH) == {}
+
+
+def test_the_task_import_check_finds_one() -> None:
+    broken = {**GRAPH, "src.runs": {*GRAPH["src.runs"], "src.task"}}
+    assert task_imports(broken) == {"src.runs": ["src.task"]}
 
 
 def test_each_module_name_is_used_once() -> None:

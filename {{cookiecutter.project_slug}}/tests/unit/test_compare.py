@@ -9,15 +9,20 @@ import yaml
 
 from src import runs
 from src.evaluation import compare
+from src.task import TASK
 from tests.helpers.processes import call
+
+HEADLINE = TASK.metrics[0]  # the task's first number, written here as `accuracy` (no model: any number will do)
+COLUMNS = compare.columns(TASK.metrics)
 
 
 def finished_run(output_dir: Path, run_id: str, finished_at: str, accuracy: float, learning_rate: float) -> Path:
     run_dir = output_dir / run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
+    (run_dir / TASK.model_files.config).write_text("{}")
     runs.write_json(run_dir / runs.RUN_INFO, {"run_id": run_id, "finished_at": finished_at, "base_model": "org/bert"})
-    runs.write_json(run_dir / runs.METRICS, {"accuracy": accuracy, "f1": accuracy - 0.01, "global_step": 152})
+    numbers = {metric.key: accuracy - index / 100 for index, metric in enumerate(TASK.metrics)}
+    runs.write_json(run_dir / runs.METRICS, {**numbers, "global_step": 152})
     settings = {"training": {"learning_rate": learning_rate, "num_train_epochs": 4.0, "max_steps": -1}}
     (run_dir / "settings.yaml").write_text(yaml.safe_dump(settings))
     return run_dir
@@ -33,11 +38,11 @@ def three_runs(output_dir: Path) -> None:
 
 def test_rows_are_newest_first_and_mark_latest(tmp_path: Path) -> None:
     three_runs(tmp_path)
-    table = compare.rows(tmp_path)
+    table = compare.rows(tmp_path, TASK.metrics)
     assert [row[1] for row in table] == ["new", "middle", "old"]
     assert [row[0] for row in table] == ["", compare.LATEST_MARK, ""]
-    middle = dict(zip(compare.COLUMNS, table[1], strict=True))
-    assert middle["accuracy"] == "0.8200"
+    middle = dict(zip(COLUMNS, table[1], strict=True))
+    assert middle[HEADLINE.title] == format(0.82, HEADLINE.spec)
     assert middle["lr"] == "0.003"
     assert middle["base model"] == "org/bert"
     assert middle["steps"] == "152"
@@ -49,7 +54,7 @@ def test_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     header, *body, legend = lines
     assert header.split()[:2] == ["run", "finished"]
-    assert "accuracy" in header
+    assert all(metric.title.split()[0] in header for metric in TASK.metrics)
     assert [line.split()[0:2] for line in body] == [["new", "2026-12-03"], ["*", "middle"], ["old", "2026-12-01"]]
     assert "latest" in legend
 
@@ -66,7 +71,7 @@ def test_damaged_run_files_cost_their_cells_not_the_table(tmp_path: Path) -> Non
     three_runs(tmp_path)
     (tmp_path / "old" / "settings.yaml").write_text("training: [unclosed\n")
     (tmp_path / "new" / runs.RUN_INFO).write_text("{half")
-    table = {row[1]: dict(zip(compare.COLUMNS, row, strict=True)) for row in compare.rows(tmp_path)}
+    table = {row[1]: dict(zip(COLUMNS, row, strict=True)) for row in compare.rows(tmp_path, TASK.metrics)}
     assert table["old"]["lr"] == "-"
-    assert table["old"]["accuracy"] == "0.7100"
+    assert table["old"][HEADLINE.title] == format(0.71, HEADLINE.spec)
     assert table["new"]["base model"] == "-"

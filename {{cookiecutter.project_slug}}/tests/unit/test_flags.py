@@ -1,28 +1,37 @@
-"""Every command's flags come from one declaration (src/flags.py): each command's parser is built
-from its table, and every flag that sets a setting names a real field and lands in it."""
+"""Every command's flags come from one declaration (src/flags.py, and the task's for serve, evaluate and
+predict): each command's parser is built from its table, and every flag that sets a setting names a
+real field and lands in it."""
 
 from __future__ import annotations
 
-import importlib
 import tomllib
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from src import flags
+from src.__main__ import run
 from src.config import PROJECT_ROOT, Settings, load_settings
-from src.flags import COMMANDS, Flag
+from src.flags import Command, Flag
+from src.task import TASK
+
+COMMANDS: dict[str, Command] = {
+    **flags.COMMANDS,
+    **{command.prog: command for command in (TASK.serving.command, TASK.evaluation.command, TASK.prediction.command)},
+}
 
 
-def command_modules() -> dict[str, str]:
-    """The tasks that run a command of this project (`python -m src...`), by task name."""
+def command_names() -> dict[str, str]:
+    """The taskipy tasks that run a command of this project (`python -m src COMMAND`): {task: command}."""
     tasks = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["taskipy"]["tasks"]
     commands = {name: str(task["cmd"]).split() for name, task in tasks.items()}
-    return {name: argv[2] for name, argv in commands.items() if argv[:2] == ["python", "-m"] and argv[2][:4] == "src."}
+    return {name: argv[3] for name, argv in commands.items() if argv[:3] == ["python", "-m", "src"]}
 
 
 def test_every_command_has_a_declaration() -> None:
-    assert set(COMMANDS) == set(command_modules())
+    assert set(COMMANDS) == set(command_names().values())
+    assert all(name == command for name, command in command_names().items()), "each task is named after its command"
 
 
 def setting_flags() -> list[tuple[str, Flag]]:
@@ -57,10 +66,10 @@ def test_a_flag_sets_the_field_it_names(name: str, flag: Flag) -> None:
     assert getattr(getattr(settings, section), field) == expected
 
 
-@pytest.mark.parametrize(("name", "module"), sorted(command_modules().items()))
-def test_the_command_parses_with_its_declaration(name: str, module: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("name", sorted(command_names().values()))
+def test_the_command_parses_with_its_declaration(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        importlib.import_module(module).main(["--help"])
+        run(name, ["--help"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == COMMANDS[name].parser().format_help()
 

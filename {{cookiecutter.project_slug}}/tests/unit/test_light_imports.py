@@ -6,20 +6,22 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.processes import imported_modules
+from tests.task import samples
 
 TRAINING_STACK = ("torch", "transformers", "datasets")
-TRAINING_CODE = ("transformers.trainer", "datasets", "src.models.train_model", "src.data", "src.models.smoke")
+TRAINING_CODE = ("transformers.trainer", "datasets", "src.models.train_model", "src.task.training")
 PLOTTING = ("matplotlib", "src.evaluation.report")
+TASK = "src.task"  # every command imports it (src/__main__.py hands it over)
 
 # (modules imported together in a fresh interpreter, module prefixes that must not appear)
 LIGHT = {
-    "settings-and-launcher": (("src.config", "src.runs", "src.models.train_local"), TRAINING_STACK),
-    "compare": (("src.evaluation.compare",), ("torch", "matplotlib", "transformers")),
-    "predict-before-the-model": (("src.evaluation.predict",), ("torch", "matplotlib", "transformers")),
-    "serve-parent": (("src.deployment.serve",), ("torch", "transformers", *PLOTTING)),
-    "serving-worker": (("src.deployment.serve", "src.deployment.classifier"), (*TRAINING_CODE, *PLOTTING)),
+    "settings-and-launcher": (("src.config", "src.runs", "src.models.train_local", TASK), TRAINING_STACK),
+    "compare": (("src.evaluation.compare", TASK), ("torch", "matplotlib", "transformers", "litserve")),
+    "predict-before-the-model": (("src.evaluation.predict", TASK), ("torch", "matplotlib", "transformers")),
+    "serve-parent": (("src.deployment.serve", TASK, samples.SERVER_MODULE), ("torch", "transformers", *PLOTTING)),
+    "serving-worker": (("src.deployment.serve", TASK, *samples.WORKER_MODULES), (*TRAINING_CODE, *PLOTTING)),
     "error-path": (("src.errors",), ("torch", "transformers", "pydantic")),
-    "cloud-commands": (("src.cloud.train_cloud", "src.cloud.serve_cloud"), (*TRAINING_STACK, "sky")),
+    "cloud-commands": (("src.cloud.train_cloud", "src.cloud.serve_cloud", TASK), (*TRAINING_STACK, "sky")),
 }
 
 

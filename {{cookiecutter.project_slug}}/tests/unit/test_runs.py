@@ -1,4 +1,4 @@
-"""The run folder format: names, the `latest` pointer, locks (no model needed)."""
+"""The run folder format: names, the `latest` pointer, locks; which model folder a command uses (no model needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from src import runs
+from src import model_folder, runs
+from src.model_folder import ModelNotFoundError
+from src.task import TASK
+
+FILES = TASK.model_files
+
+
+def resolve(path: Path) -> Path:
+    return model_folder.resolve(path, FILES)
+
 
 STARTED = datetime(2026, 12, 2, 15, 30, 0, tzinfo=UTC)
 
@@ -15,7 +24,7 @@ STARTED = datetime(2026, 12, 2, 15, 30, 0, tzinfo=UTC)
 def fake_run(output_dir: Path, run_id: str, finished_at: str) -> Path:
     run_dir = output_dir / run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
+    (run_dir / FILES.config).write_text("{}")
     runs.write_json(run_dir / runs.METRICS, {"accuracy": 0.5})
     runs.write_json(run_dir / runs.RUN_INFO, {"run_id": run_id, "finished_at": finished_at})
     return run_dir
@@ -36,11 +45,11 @@ def test_reserving_the_same_id_twice_gives_two_runs(tmp_path: Path) -> None:
 def test_publish_moves_latest_and_keeps_older_runs(tmp_path: Path) -> None:
     for run_id in ("a-1", "a-2"):
         staging = runs.new_staging_dir(tmp_path, run_id)
-        (staging / "config.json").write_text("{}")
+        (staging / FILES.config).write_text("{}")
         runs.write_json(staging / runs.METRICS, {})
         runs.publish(staging, tmp_path, run_id)
-    assert runs.resolve_model_dir(tmp_path / runs.LATEST) == (tmp_path / "a-2").resolve()
-    assert (tmp_path / "a-1" / "config.json").is_file()
+    assert resolve(tmp_path / runs.LATEST) == (tmp_path / "a-2").resolve()
+    assert (tmp_path / "a-1" / FILES.config).is_file()
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -55,15 +64,31 @@ def test_finished_runs_newest_first(tmp_path: Path) -> None:
 def test_latest_as_a_text_file_where_symlinks_are_missing(tmp_path: Path) -> None:
     run_dir = fake_run(tmp_path, "run-1", "")
     (tmp_path / runs.LATEST).write_text("run-1\n")
-    assert runs.resolve_model_dir(tmp_path / runs.LATEST) == run_dir.resolve()
+    assert resolve(tmp_path / runs.LATEST) == run_dir.resolve()
 
 
 def test_resolve_refuses_a_file_and_an_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(runs.ModelNotFoundError, match="is a file"):
-        runs.resolve_model_dir(tmp_path / "weights.bin")
-    with pytest.raises(runs.ModelNotFoundError, match="uv run train-local"):
-        runs.resolve_model_dir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="is a file"):
+        resolve(tmp_path / "weights.bin")
+    with pytest.raises(ModelNotFoundError, match="uv run train-local"):
+        resolve(tmp_path)
+
+
+@pytest.mark.parametrize("pointer", ["missing", "dangling", "emptied"])
+def test_latest_that_leads_nowhere_resolves_to_the_newest_finished_run(tmp_path: Path, pointer: str) -> None:
+    """serve, predict, evaluate and serve-cloud find a model the one same way, whatever became of `latest`."""
+    fake_run(tmp_path, "old", "2026-12-01T10:00:00+00:00")
+    newest = fake_run(tmp_path, "new", "2026-12-02T10:00:00+00:00")
+    if pointer == "dangling":
+        runs.point_latest(tmp_path, "deleted-run")
+    elif pointer == "emptied":
+        (tmp_path / "emptied").mkdir()
+        runs.point_latest(tmp_path, "emptied")
+    assert resolve(tmp_path / runs.LATEST) == newest.resolve()
+    assert model_folder.find_run(tmp_path, None, FILES) == newest.resolve()
+    with pytest.raises(ModelNotFoundError, match="no trained model"):
+        resolve(tmp_path / "nothing" / runs.LATEST)
 
 
 def test_a_second_process_cannot_take_a_run_that_is_training(tmp_path: Path) -> None:

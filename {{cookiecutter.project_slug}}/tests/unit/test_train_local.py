@@ -56,7 +56,7 @@ def test_skypilot_variables_make_a_multi_node_launch() -> None:
     assert argv[argv.index("--machine_rank") + 1] == "1"
     assert argv[argv.index("--main_process_ip") + 1] == "10.0.0.5"
     assert argv[argv.index("--main_process_port") + 1] == "29500"
-    assert argv[-3:] == ["-m", "src.models.train_model", "--smoke"], "arguments pass through"
+    assert argv[-4:] == ["-m", "src", "train-process", "--smoke"], "arguments pass through"
 
 
 @pytest.mark.parametrize(

@@ -1,108 +1,28 @@
-"""Settings: `configs/settings.yaml`, validated by one Pydantic model tree.
+"""This project's settings model: `configs/settings.yaml` for LoRA chat fine-tuning.
 
-Layers, lowest first: the settings file (`SETTINGS_FILE` points at another one), overlay
-files such as `configs/smoke.yaml`, environment variables named after a field's dotted
-path with `__` between the parts (`TRAINING__MAX_STEPS=10`), typed by the field: a text
-field takes the text as written (`TRAINING__MIXED_PRECISION=no`, `TRAINING__RUN_NAME=2024`),
-other fields read it as YAML (`SERVING__PORT=9000` is an int, `LORA__TARGET_MODULES=[q_proj, v_proj]`
-two modules) and `null` clears a field that may be empty (`DATA__DATASET=null`); a variable that
-names a section but no field of it is an error with a suggestion. Then command-line flags.
-Every layer goes through the same validation; an error names the file, the field and the
-variable or flag that set it.
+The sections every project shares, and how a file, overlays, `SECTION__FIELD` variables and
+flags are layered and validated, live in src/settings.py; this module adds what a chat model
+needs: the LoRA adapters (`lora`), the column of chat turns, packing, and the server's
+generation limits (`LORA__TARGET_MODULES=[q_proj, v_proj]` sets two modules).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, StringConstraints, model_validator
 
-from src.devices import TrainingPrecision
-from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, read_yaml
-from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
+from src import settings
+from src.settings import DEFAULT_SETTINGS_FILE, PROJECT_ROOT, SMOKE_SETTINGS_FILE, NonEmpty, Section
+from src.settings import SettingsError as SettingsError  # what load_settings raises
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "configs" / "settings.yaml"
-SMOKE_SETTINGS_FILE = PROJECT_ROOT / "configs" / "smoke.yaml"
-# Names the run folder format keeps for itself (see src/runs.py).
-RESERVED_RUN_NAMES = {"latest"}
-HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-
-
-def _under_project_root(value: Path) -> Path:
-    """Relative paths in settings are relative to the project root, wherever you run from."""
-    try:
-        value = value.expanduser()
-    except RuntimeError:  # `~nouser/x`
-        raise ValueError(
-            f"{str(value)!r} starts with ~ but names no user on this machine: write the path out"
-        ) from None
-    return value if value.is_absolute() else PROJECT_ROOT / value
-
-
-def _not_reserved(name: str) -> str:
-    if name.lower() in RESERVED_RUN_NAMES:
-        raise ValueError(f"{name!r} is reserved for the run folder format: choose another name")
-    return name
-
-
-def _model_folder_or_hub_id(checkpoint: str) -> str:
-    looks_like_path = checkpoint.startswith(("/", "./", "../", "~")) or Path(checkpoint).expanduser().exists()
-    if looks_like_path:
-        folder = _under_project_root(Path(checkpoint))
-        if not folder.is_dir():
-            raise ValueError(f"{folder} is not a folder: give a saved model folder or a Hub id such as org/name")
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"{folder} holds no config.json: it is not a saved model (save_pretrained writes one)")
-        return str(folder)
-    if not HUB_ID.fullmatch(checkpoint) or ".." in checkpoint:
-        raise ValueError("not a Hub id ('name' or 'org/name') nor a path ('/', './', '../', '~/')")
-    return checkpoint
-
-
-def _listen_address(host: object) -> object:
-    # LitServe accepts only these literals; "localhost" means the loopback address.
-    return "127.0.0.1" if isinstance(host, str) and host.strip().lower() == "localhost" else host
-
-
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-ProjectPath = Annotated[Path, AfterValidator(_under_project_root)]
-RunName = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$"),
-    AfterValidator(_not_reserved),
-]
-Checkpoint = Annotated[NonEmpty, AfterValidator(_model_folder_or_hub_id)]
-ListenAddress = Annotated[Literal["127.0.0.1", "0.0.0.0", "::"], BeforeValidator(_listen_address)]  # noqa: S104
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProjectSettings(Section):
-    name: NonEmpty
-
-
-class ModelSettings(Section):
-    checkpoint: Checkpoint = Field(description="Hub id or local folder with a causal LM, tokenizer and chat template")
-    max_length: int = Field(ge=16, le=131072)
-
+__all__ = ["DEFAULT_SETTINGS_FILE", "PROJECT_ROOT", "SMOKE_SETTINGS_FILE", "Settings", "SettingsError", "load_settings"]
 
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
+
+
+class ModelSettings(settings.ModelSettings):
+    max_length: int = Field(ge=16, le=131072)
 
 
 class LoraSettings(Section):
@@ -114,60 +34,20 @@ class LoraSettings(Section):
     )
 
 
-class DataSettings(Section):
-    dataset: NonEmpty | None = Field(description="Hub dataset name; null to use local files")
-    train_file: ProjectPath | None = None
-    eval_file: ProjectPath | None = None
-    train_split: NonEmpty = "train"
-    eval_split: NonEmpty = "test"
+class DataSettings(settings.DataSettings):
     messages_column: NonEmpty = Field(default="messages", description="the column of chat turns")
-    max_train_samples: int | None = Field(default=None, ge=1)
-    max_eval_samples: int | None = Field(default=None, ge=1)
 
 
-class TrainingSettings(Section):
-    output_dir: ProjectPath
-    run_name: RunName
-    num_train_epochs: float = Field(gt=0)
-    max_steps: int = Field(ge=-1)
-    per_device_train_batch_size: int = Field(ge=1, le=4096)
-    per_device_eval_batch_size: int = Field(ge=1, le=4096)
-    gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
-    learning_rate: float = Field(gt=0, lt=1)
-    weight_decay: float = Field(ge=0, lt=1)
-    warmup_fraction: float = Field(ge=0, lt=1)
+class TrainingSettings(settings.TrainingSettings):
     packing: bool = False
-    group_by_length: bool
-    gradient_checkpointing: bool = False
-    mixed_precision: TrainingPrecision
-    seed: int = Field(ge=0, lt=2**32)  # numpy's and torch's seeds are 32-bit
-    logging_steps: int = Field(ge=1)
-    save_steps: int = Field(ge=1)
-    save_total_limit: int = Field(ge=1)
-    eval_steps: int | None = Field(default=None, ge=1, description="evaluate every N steps; null: only at the end")
-    dataloader_num_workers: int = Field(ge=0, le=64)
-    num_processes: int | None = Field(default=None, ge=1, le=4096, description="null: one per GPU, one on CPU")
-    distributed_port: int = Field(default=29500, ge=1024, le=65535)
-    rendezvous_timeout: float = Field(
-        default=600, gt=0, le=86400, description="seconds to wait for every node to join (SkyPilot starts them)"
-    )
 
 
-class ServingSettings(Section):
-    model_dir: ProjectPath
-    host: ListenAddress
-    port: int = Field(ge=1, le=65535)
-    accelerator: Literal["auto", "cpu", "cuda", "mps"]
-    workers_per_device: int = Field(ge=1, le=64)
+class ServingSettings(settings.ServingSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16/fp16 on CUDA, fp16 on MPS, fp32 on CPU"
     )
     max_tokens: int = Field(default=512, ge=1, le=131072, description="the most new tokens a request may ask for")
     default_max_tokens: int = Field(default=256, ge=1, description="a request's max_tokens when it gives none")
-    max_payload_bytes: int = Field(ge=1024)
-    timeout: float = Field(gt=0)
-    threads_per_worker: int | None = Field(default=None, ge=1, le=1024, description="null: the cores / workers")
-    read_timeout: float = Field(default=10.0, gt=0, le=600, description="seconds to send the headers, then the body")
 
     @model_validator(mode="after")
     def _default_within_the_limit(self) -> ServingSettings:
@@ -178,108 +58,14 @@ class ServingSettings(Section):
         return self
 
 
-class CloudSettings(Section):
-    infra: Annotated[str, StringConstraints(pattern=r"^(gcp|aws|azure)(/[A-Za-z0-9_-]+){0,2}$")]
-    cluster_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    task_file: ProjectPath
-    gpus: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(:[1-9][0-9]{0,2})?$")] | None = None
-    num_nodes: int = Field(default=1, ge=1, le=512)
-    use_spot: bool
-    managed: bool
-    idle_minutes_to_autostop: int | None = Field(ge=1)
-    down: bool
-    # SkyServe (`uv run serve-cloud`): the replica policy, probe and port live in the service file.
-    service_file: ProjectPath = Field(default=Path("sky_serve.yaml"), validate_default=True)
-    service_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")] = "model-serve"
-    service_use_spot: bool = False
-
-
-class Settings(Section):
-    project: ProjectSettings
+class Settings(settings.Settings):
     model: ModelSettings
-    lora: LoraSettings
     data: DataSettings
     training: TrainingSettings
     serving: ServingSettings
-    cloud: CloudSettings
+    lora: LoraSettings
 
 
-def settings_path(environ: Mapping[str, str] | None = None) -> Path:
-    """The settings file: SETTINGS_FILE when set, else configs/settings.yaml."""
-    value = (os.environ if environ is None else environ).get(SETTINGS_FILE_ENV)
-    try:
-        return _under_project_root(Path(value)) if value else DEFAULT_SETTINGS_FILE
-    except ValueError as error:
-        raise SettingsError(f"{SETTINGS_FILE_ENV}: {error}") from None
-
-
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for path, value in dotted.items():
-        section, _, field = path.partition(".")
-        nested.setdefault(section, {})[field] = value
-    return nested
-
-
-def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str]) -> str:
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"])
-        leaf = ".".join(str(part) for part in item["loc"][:2])
-        if item["type"] == "extra_forbidden":
-            problem = "unknown key (check the spelling or remove it)"
-        elif item["type"] == "missing":
-            problem = "missing: add it to the file"
-        else:
-            shown = repr(item.get("input"))
-            message = item["msg"].removeprefix("Value error, ")
-            problem = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
-        if leaf in flag_names:
-            where = f"  [flag: {flag_names[leaf]}]"
-        elif len(item["loc"]) >= 2 and item["type"] != "extra_forbidden":
-            where = "  [override: " + "__".join(str(part).upper() for part in item["loc"][:2]) + "]"
-        else:
-            where = ""  # a whole section: no variable sets it
-        problems.append(f"{field}: {problem}{where}")
-    if len(problems) == 1:
-        return f"{path}: {problems[0]}"
-    return "\n".join([f"{path}: {len(problems)} invalid settings", *(f"  {line}" for line in problems)])
-
-
-def load_settings(
-    path: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    overlays: Sequence[Path] = (),
-    flags: Mapping[str, tuple[str, Any]] | None = None,
-) -> Settings:
-    """Read the file, then the overlay files, `overrides`, the environment and the flags; validate.
-
-    `flags` maps a dotted field to (flag name, value), e.g. {"serving.port": ("--port", 0)};
-    a value of None means the flag was not given. Raises SettingsError naming the file,
-    the dotted field and the variable or flag to change.
-    """
-    environ = os.environ if environ is None else environ
-    path = settings_path(environ) if path is None else path
-    data = read_yaml(path)
-    for overlay in overlays:
-        data = _merge(data, read_yaml(overlay, overlay=True))
-    data = _merge(data, overrides or {})
-    data = _merge(data, env_overrides(environ, Settings))
-    given = {field: value for field, (_, value) in (flags or {}).items() if value is not None}
-    data = _merge(data, _nest(given))
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as error:
-        names = {field: name for field, (name, value) in (flags or {}).items() if value is not None}
-        raise SettingsError(_describe(error, path, names)) from None
+def load_settings(*args: Any, **kwargs: Any) -> Settings:
+    """configs/settings.yaml (or a path) as this project's Settings: src/settings.py's load_settings."""
+    return cast(Settings, settings.load_settings(Settings, *args, **kwargs))

@@ -1,0 +1,109 @@
+"""The text-generation task: what this project hands the core (src/contract.py's Task).
+
+LoRA chat fine-tuning: its settings (src/config.py, with the `lora` section), its tiny offline
+model and chats (smoke.py), its run folder check (folder.py), its training recipe (training.py:
+TRL's SFTTrainer), its OpenAI-compatible API (api.py) and generator (generator.py), its
+evaluation (scoring.py: eval loss, perplexity) and prediction (completion.py). Light: the parts
+that import torch or LitServe are loaded by the commands that use them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from src import flags
+from src.config import ServingSettings, Settings
+from src.contract import (
+    Engine,
+    Evaluation,
+    EvaluationRecipe,
+    Metric,
+    Prediction,
+    PredictionRecipe,
+    Serving,
+    Task,
+    TrainingRecipe,
+)
+from src.devices import serving_precision, surely_cpu_only
+from src.flags import Command, Flag
+from src.task import smoke
+from src.task.completion import ADDED, conversations
+from src.task.folder import ADAPTER, RunFolder, describe, inspect
+
+if TYPE_CHECKING:
+    from src.task.api import ChatAPI
+
+ROUTE = "/v1/chat/completions"  # OpenAI's, as LitServe's OpenAISpec serves it
+EXAMPLE = {
+    "model": "local",
+    "messages": [{"role": "user", "content": "What is the opposite of hot?"}],
+    "max_tokens": 16,
+}
+PRECISIONS = "auto, fp32, bf16 or fp16"
+SERVE = Command("serve", "Serve the fine-tuned chat model as an OpenAI-compatible API.", (
+    *flags.SERVE_FLAGS,
+    Flag("--precision", "serving.precision", PRECISIONS),
+))  # fmt: skip
+EVALUATE = Command("evaluate", "Eval loss and perplexity of a finished run, and its report.", (
+    *flags.EVALUATE_FLAGS,
+    Flag("--data", None, "evaluate on this .jsonl/.json/.parquet file of chats instead", flags.PATH),
+))  # fmt: skip
+PREDICT = Command("predict", "A completion for each prompt in a file.", (
+    Flag("input", None, "prompts: .jsonl/.json/.parquet rows with messages or prompt, or .txt lines; - for stdin",
+         {"metavar": "INPUT"}),
+    *flags.PREDICT_FLAGS,
+    Flag("--max-tokens", "serving.default_max_tokens", "the most new tokens per completion", flags.NUMBER),
+    Flag("--temperature", None, "0 (default): the likeliest tokens; higher samples more freely",
+         {"type": float, "default": 0.0}),
+    Flag("--precision", "serving.precision", PRECISIONS),
+))  # fmt: skip
+
+
+def load_training() -> TrainingRecipe:
+    from src.task import training  # the Trainer's stack: seconds to import, so only when training
+
+    return training
+
+
+def choose(serving: ServingSettings, folder: RunFolder) -> Engine:
+    """PyTorch, in the precision the device suits (on a GPU the worker resolves auto: that needs torch)."""
+    on_cpu = serving.accelerator == "cpu" or (serving.accelerator == "auto" and surely_cpu_only(os.environ))
+    return Engine(
+        "pytorch", serving_precision(serving.precision, "cpu", on_cpu="fp32") if on_cpu else serving.precision
+    )
+
+
+def build_api(folder: RunFolder, serving: ServingSettings, engine: Engine, threads: int) -> ChatAPI:
+    from src.task.api import ChatAPI  # litserve: only for the server
+
+    return ChatAPI(folder, serving, engine, threads)
+
+
+def load_evaluation() -> EvaluationRecipe[RunFolder]:
+    from src.task.scoring import evaluate_run
+
+    return evaluate_run
+
+
+def load_prediction() -> PredictionRecipe[RunFolder]:
+    from src.task.completion import complete_rows
+
+    return complete_rows
+
+
+TASK = Task[RunFolder](
+    name="text-generation",
+    settings=Settings,
+    model_files=ADAPTER,
+    metrics=(
+        Metric("perplexity", "perplexity", ".4g", higher_is_better=False),
+        Metric("eval_loss", "eval loss", higher_is_better=False),
+    ),
+    smoke=smoke.write,
+    inspect=inspect,
+    training=load_training,
+    serving=Serving(SERVE, ROUTE, EXAMPLE, choose, build_api, describe),
+    evaluation=Evaluation(EVALUATE, load_evaluation),
+    prediction=Prediction(PREDICT, "completions", conversations, lambda folder: ADDED, load_prediction),
+)

@@ -1,0 +1,144 @@
+"""The OpenAI-compatible API against one real LitServe server on 127.0.0.1 (shared by the whole
+run), the official `openai` client included: what it answers, what it refuses, long conversations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI, UnprocessableEntityError
+from openai.types.chat import ChatCompletionMessageParam
+
+from src.config import load_settings
+from src.task import ROUTE
+from src.task.folder import inspect
+from src.task.generator import Generator
+from tests.conftest import API_KEY
+from tests.helpers.server import Server
+
+QUESTION = [{"role": "user", "content": "What is the opposite of early?"}]
+ASKED: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION[0]["content"]}]  # as openai types it
+
+
+@pytest.fixture
+def openai_client(server: Server) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def expected(trained_model: Path) -> tuple[str, int, int]:
+    """The in-process generator's greedy answer to QUESTION: (text, prompt tokens, completion tokens)."""
+    text, stream = Generator(inspect(trained_model), "cpu", "fp32").complete(QUESTION, 40)
+    return text, stream.prompt_tokens, stream.completion_tokens
+
+
+def test_the_openai_client_streams_the_completion(openai_client: OpenAI, expected: tuple[str, int, int]) -> None:
+    chunks = list(
+        openai_client.chat.completions.create(model="local", messages=ASKED, stream=True, temperature=0, max_tokens=40)
+    )
+    pieces = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert len(pieces) >= 2, f"streamed piece by piece, not at once: {pieces}"
+    assert "".join(pieces) == expected[0], "the server answers what the in-process generator does"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == expected[1:]
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_the_openai_client_gets_a_whole_completion(openai_client: OpenAI, expected: tuple[str, int, int]) -> None:
+    response = openai_client.chat.completions.create(model="local", messages=ASKED, temperature=0, max_tokens=40)
+    assert response.choices[0].message.content == expected[0]
+    assert response.choices[0].message.role == "assistant"
+    assert response.usage is not None
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == expected[1:]
+
+
+def test_max_tokens_and_stop_end_the_completion(openai_client: OpenAI, expected: tuple[str, int, int]) -> None:
+    short = openai_client.chat.completions.create(model="local", messages=ASKED, temperature=0, max_tokens=2)
+    assert short.usage is not None
+    assert short.usage.completion_tokens == 2
+    assert expected[0].startswith(short.choices[0].message.content or "-")
+    stopped = openai_client.chat.completions.create(model="local", messages=ASKED, temperature=0, stop=[" is"])
+    assert stopped.choices[0].message.content == expected[0].split(" is")[0]
+
+
+def test_sampling_answers_too(openai_client: OpenAI) -> None:
+    response = openai_client.chat.completions.create(model="local", messages=ASKED, temperature=1.2, top_p=0.9,
+                                                     max_tokens=10)  # fmt: skip
+    assert response.usage is not None
+    assert 1 <= response.usage.completion_tokens <= 10
+
+
+def test_a_request_past_the_token_limit_is_refused(openai_client: OpenAI, client: httpx.Client) -> None:
+    limit = load_settings(environ={}).serving.max_tokens
+    with pytest.raises(UnprocessableEntityError):
+        openai_client.chat.completions.create(model="local", messages=ASKED, max_tokens=limit + 1)
+    response = client.post(ROUTE, content=chat(max_completion_tokens=limit + 1))
+    assert response.status_code == 422
+    assert response.json()["detail"] == f"max_tokens {limit + 1} exceeds this server's limit of {limit}"
+
+
+def test_without_max_tokens_the_default_applies(client: httpx.Client, expected: tuple[str, int, int]) -> None:
+    response = client.post(ROUTE, content=chat(temperature=0), timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == expected[0], "the model ends its turn well before the default"
+    assert body["usage"]["prompt_tokens"] == expected[1]
+
+
+def chat(**body: object) -> bytes:
+    return json.dumps({"messages": QUESTION, **body}).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"{}",
+        json.dumps({"messages": []}).encode(),
+        json.dumps({"messages": [{"role": "robot", "content": "hi"}]}).encode(),
+        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        json.dumps({"messages": [{"role": "user"}]}).encode(),
+        json.dumps({"messages": "hello"}).encode(),
+        chat(n=2),
+        chat(max_tokens=0),
+        chat(max_tokens=-5),
+        chat(temperature=-1),
+        chat(temperature=3),
+        chat(top_p=0),
+        chat(stop=["a", "b", "c", "d", "e"]),
+        chat(stop="x" * 101),
+        chat(stop=[""]),
+        chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        chat(response_format={"type": "json_object"}),
+        json.dumps({"messages": [{"role": "user", "content": "hi"}] * 600}).encode(),
+        b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": ' + b"9" * 5000 + b"}",
+        b"[" * 20000 + b"]" * 20000,
+    ],
+    ids=["not-json", "empty", "no-turns", "unknown-role", "image-content", "no-content", "messages-text", "n-2",
+         "zero-tokens", "negative-tokens", "cold", "hot", "top-p-0", "five-stops", "long-stop", "empty-stop", "tools",
+         "json-format", "600-turns", "surrogate", "nan", "5000-digits", "deep-nesting"],
+)  # fmt: skip
+def test_hostile_bodies_get_4xx_and_the_server_survives(client: httpx.Client, body: bytes) -> None:
+    response = client.post(ROUTE, content=body, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, (body[:200], response.text[:500])
+    assert client.post(ROUTE, content=chat(max_tokens=3, temperature=0)).status_code == 200
+
+
+def test_a_long_conversation_keeps_its_newest_tokens(trained_model: Path) -> None:
+    generator = Generator(inspect(trained_model), "cpu", "fp32")
+    history = [{"role": "user", "content": "Opposite of big? " * 200}, {"role": "assistant", "content": "Small."}]
+    ids, room = generator.prompt_ids([*history, *QUESTION], max_tokens=16)
+    assert (len(ids), room) == (generator.positions - 16, 16), "prompt and completion fit the model's positions"
+    _, room = generator.prompt_ids(QUESTION, max_tokens=generator.positions * 2)
+    assert room == generator.positions - len(generator.prompt_ids(QUESTION, 1)[0]), "a short prompt leaves the rest"
+    assert generator.tokenizer.decode(ids).endswith("What is the opposite of early?<|end|>\n<|assistant|>\n")
+    _, stream = generator.complete([*history, *QUESTION], 16)
+    assert stream.prompt_tokens + stream.completion_tokens <= generator.positions
