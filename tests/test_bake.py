@@ -49,8 +49,8 @@ def test_layout(project: Baked) -> None:
 
 # Each task's own files: a project carries only its task's code (the hook removes the other's).
 TASK_FILES = {
-    "text-classification": ["src/deployment/classifier.py", "src/deployment/onnx_engine.py", "notebooks/starter.ipynb"],
-    "text-generation": ["src/deployment/generator.py"],
+    "text-classification": ["src/task/classifier.py", "src/task/onnx_export.py", "src/task/parity.py"],
+    "text-generation": ["src/task/generator.py", "src/task/completion.py"],
 }
 
 
@@ -68,8 +68,29 @@ def test_a_project_carries_its_task_only(baker: Callable[..., Baked], task: str)
     expected = {"text-classification": "distilbert-base-uncased", "text-generation": "Qwen/Qwen2.5-0.5B-Instruct"}
     assert settings["model"]["checkpoint"] == expected[task], "the default model follows the task"
     assert ("lora" in settings) == (task == "text-generation")
-    sources = "\n".join(path.read_text() for path in (project.path / "src").rglob("*.py"))
-    assert "text-classification" not in sources, "no run-time branch on the task"
+    core = [path for path in (project.path / "src").rglob("*.py")
+            if "task" not in path.relative_to(project.path / "src").parts and path.name != "config.py"]  # fmt: skip
+    assert core, "the core is there"
+    assert not [path for path in core if any(name in path.read_text() for name in TASKS)], "no branch on the task"
+
+
+# What one task's code must not mention in the other task's project (its names, its files, its libraries).
+FOREIGN = {
+    "text-classification": re.compile(r"peft|lora|adapter", re.IGNORECASE),
+    "text-generation": re.compile(r"onnx|confusion", re.IGNORECASE),
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_projects_code_names_nothing_of_the_other_task(baker: Callable[..., Baked], task: str) -> None:
+    project = baker(task=task)
+    found = {
+        f"{path.relative_to(project.path)}:{number}": line.strip()
+        for path in sorted((project.path / "src").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if FOREIGN[task].search(line)
+    }
+    assert found == {}
 
 
 def test_nothing_left_unrendered(project: Baked) -> None:
@@ -130,7 +151,7 @@ def test_every_task_is_a_console_script(project: Baked) -> None:
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     tasks = set(pyproject["tool"]["taskipy"]["tasks"])
     assert tasks >= COMMANDS, f"missing tasks: {COMMANDS - tasks}"
-    assert pyproject["project"]["scripts"] == dict.fromkeys(tasks, "src.tasks:main")
+    assert pyproject["project"]["scripts"] == dict.fromkeys(tasks, "src.console:main")
 
 
 def test_answers_become_metadata(baker: Callable[..., Baked]) -> None:
@@ -155,8 +176,7 @@ def test_models_and_notebooks_kept_in_git(project: Baked) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True)
     assert "models/.gitkeep" in tracked.stdout
     assert "notebooks/.gitkeep" in tracked.stdout
-    if (project.path / "src/deployment/classifier.py").exists():
-        assert "notebooks/starter.ipynb" in tracked.stdout
+    assert "notebooks/starter.ipynb" in tracked.stdout, "every task has a starter notebook"
 
 
 def test_a_long_checkpoint_id_still_gives_a_valid_run_name(baker: Callable[..., Baked]) -> None:

@@ -117,7 +117,7 @@ def test_task_and_cloud_are_numbered_menus(tmp_path: Path) -> None:
     assert "Choose from [1/2/3] (1)" in result.stdout
     assert "(Qwen/Qwen2.5-0.5B-Instruct):" in result.stdout, "the model's default follows the task"
     project = tmp_path / "my-ml-project"
-    assert (project / "src" / "deployment" / "generator.py").is_file()
+    assert (project / "src" / "task" / "generator.py").is_file()
     assert yaml.safe_load((project / "sky_task.yaml").read_text())["resources"]["infra"] == "aws"
     assert yaml.safe_load((project / "configs" / "settings.yaml").read_text())["cloud"]["infra"] == "aws"
 

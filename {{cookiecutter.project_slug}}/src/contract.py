@@ -21,7 +21,6 @@ from src.weights import ModelFiles
 
 if TYPE_CHECKING:
     import litserve as ls
-    from accelerate import PartialState
     from transformers import Trainer, TrainerCallback
 
     from src.settings import Settings
@@ -79,9 +78,8 @@ class Serving(Generic[Folder]):
 class TrainingRecipe(Protocol):
     """A task's part of `train(settings)` (src/models/train_model.py holds the rest)."""
 
-    def build_trainer(
-        self, state: PartialState, settings: Any, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]
-    ) -> Trainer: ...
+    # The data, the model and the Trainer (the main process builds first: the others reuse its caches).
+    def build_trainer(self, settings: Any, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]) -> Trainer: ...
 
     def metrics(self, trainer: Trainer, evaluation: Mapping[str, float]) -> dict[str, Any]: ...
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
@@ -191,6 +191,22 @@ class Settings(Section):
 
 
 AnySettings = TypeVar("AnySettings", bound=Settings)
+
+
+def loader(schema: type[AnySettings]) -> Callable[..., AnySettings]:
+    """`load_settings` for one settings model: what a project's src/config.py exports as its own."""
+
+    def load(
+        path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        overlays: Sequence[Path] = (),
+        flags: Mapping[str, tuple[str, Any]] | None = None,
+    ) -> AnySettings:
+        # mypy does not carry the outer function's type variable into this one: cast, once.
+        return cast(AnySettings, load_settings(schema, path, environ, overrides, overlays, flags))
+
+    return load
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -64,7 +64,8 @@ def train(
     state = distributed.start(settings.training.seed)
     with contextlib.ExitStack() as stack:
         run = prepare_run(state, settings, task.model_files, resume, environ, stack)
-        trainer = recipe.build_trainer(state, settings, run.checkpoint_dir, callbacks)
+        with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
+            trainer = recipe.build_trainer(settings, run.checkpoint_dir, callbacks)
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
         metrics = collect_metrics(trainer, result, run, settings.training, environ, recipe)
         if state.is_main_process:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from src.config import load_settings
+from src.task import TASK
 from tests.helpers.processes import only_error_line, run_module, sky_api_servers
 from tests.helpers.sky import needs_sky, sky_env
 
@@ -117,12 +118,12 @@ def test_bad_flags_exit_2_before_anything_runs(tmp_path: Path, argv: list[str]) 
 @needs_sky
 def test_local_model_folder_that_cannot_serve_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "model" / TASK.model_files.config).write_text("{}", encoding="utf-8")
     result = run_module(
         "src", "serve-cloud", "--dry-run", "--model-dir", str(tmp_path / "model"), env=sky_env(tmp_path)
     )
     assert result.returncode == 2
-    assert "config.json" in only_error_line(result.stderr)
+    assert TASK.model_files.config in only_error_line(result.stderr)
 
 
 @needs_sky

@@ -8,7 +8,7 @@ metric, batching and the CPU runtime (ONNX Runtime or PyTorch) of the server.
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -67,6 +67,5 @@ class Settings(settings.Settings):
     serving: ServingSettings
 
 
-def load_settings(*args: Any, **kwargs: Any) -> Settings:
-    """configs/settings.yaml (or a path) as this project's Settings: src/settings.py's load_settings."""
-    return cast(Settings, settings.load_settings(Settings, *args, **kwargs))
+# configs/settings.yaml (or another file), its overlays, variables and flags, as this project's Settings.
+load_settings = settings.loader(Settings)

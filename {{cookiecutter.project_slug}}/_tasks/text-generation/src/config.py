@@ -8,7 +8,7 @@ generation limits (`LORA__TARGET_MODULES=[q_proj, v_proj]` sets two modules).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -66,6 +66,5 @@ class Settings(settings.Settings):
     lora: LoraSettings
 
 
-def load_settings(*args: Any, **kwargs: Any) -> Settings:
-    """configs/settings.yaml (or a path) as this project's Settings: src/settings.py's load_settings."""
-    return cast(Settings, settings.load_settings(Settings, *args, **kwargs))
+# configs/settings.yaml (or another file), its overlays, variables and flags, as this project's Settings.
+load_settings = settings.loader(Settings)

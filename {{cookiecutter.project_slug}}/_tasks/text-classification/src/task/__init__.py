@@ -13,19 +13,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src import flags
+from src import contract, flags
 from src.config import ServingSettings, Settings
-from src.contract import (
-    Engine,
-    Evaluation,
-    EvaluationRecipe,
-    Metric,
-    Prediction,
-    PredictionRecipe,
-    Serving,
-    Task,
-    TrainingRecipe,
-)
 from src.flags import Command, Flag
 from src.runs import section, stored_settings
 from src.tables import Table, texts
@@ -62,25 +51,27 @@ PREDICT = Command("predict", "Classify the texts in a file.", (
 ))  # fmt: skip
 
 
-def load_training() -> TrainingRecipe:
+def load_training() -> contract.TrainingRecipe:
     from src.task import training  # the Trainer's stack: seconds to import, so only when training
 
     return training
 
 
-def build_api(folder: ClassifierFolder, serving: ServingSettings, engine: Engine, threads: int) -> ClassifierAPI:
+def build_api(
+    folder: ClassifierFolder, serving: ServingSettings, engine: contract.Engine, threads: int
+) -> ClassifierAPI:
     from src.task.api import ClassifierAPI  # litserve: only for the server
 
     return ClassifierAPI(folder, serving, engine, threads)
 
 
-def load_evaluation() -> EvaluationRecipe[ClassifierFolder]:
+def load_evaluation() -> contract.EvaluationRecipe[ClassifierFolder]:
     from src.task.scoring import evaluate_run
 
     return evaluate_run
 
 
-def load_prediction() -> PredictionRecipe[ClassifierFolder]:
+def load_prediction() -> contract.PredictionRecipe[ClassifierFolder]:
     from src.task.labelling import predict_rows
 
     return predict_rows
@@ -96,19 +87,19 @@ def answer_columns(folder: ClassifierFolder) -> list[str]:
     return ["predicted_label", "predicted_score", *(f"probability_{label}" for label in folder.labels)]
 
 
-TASK = Task[ClassifierFolder](
+TASK = contract.Task[ClassifierFolder](
     name="text-classification",
     settings=Settings,
     model_files=SAVED_MODEL,
     metrics=(
-        Metric("accuracy", "accuracy"),
-        Metric("f1", "macro F1"),
-        Metric("eval_loss", "eval loss", higher_is_better=False),
+        contract.Metric("accuracy", "accuracy"),
+        contract.Metric("f1", "macro F1"),
+        contract.Metric("eval_loss", "eval loss", higher_is_better=False),
     ),
     smoke=smoke.write,
     inspect=inspect,
     training=load_training,
-    serving=Serving(SERVE, ROUTE, EXAMPLE, serving_engine, build_api, describe),
-    evaluation=Evaluation(EVALUATE, load_evaluation),
-    prediction=Prediction(PREDICT, "predictions", inputs, answer_columns, load_prediction),
+    serving=contract.Serving(SERVE, ROUTE, EXAMPLE, serving_engine, build_api, describe),
+    evaluation=contract.Evaluation(EVALUATE, load_evaluation),
+    prediction=contract.Prediction(PREDICT, "predictions", inputs, answer_columns, load_prediction),
 )

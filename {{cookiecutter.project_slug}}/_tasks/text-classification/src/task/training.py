@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from accelerate import PartialState
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -35,16 +34,13 @@ from src.task.scoring import write_run_report
 logger = logging.getLogger(__name__)
 
 
-def build_trainer(
-    state: PartialState, settings: Settings, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]
-) -> Trainer:
+def build_trainer(settings: Settings, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]) -> Trainer:
     """The data, the model with a head for the labels, and the Trainer that fine-tunes one on the other."""
-    with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
-        with reading(settings.data):
-            splits = load_splits(settings.data)
-        labels = label_names(splits["train"], settings.data)
-        tokenizer, model = _load_model(settings, labels)
-        encoded = tokenize(splits, tokenizer, settings.data, settings.model.max_length)
+    with reading(settings.data):
+        splits = load_splits(settings.data)
+    labels = label_names(splits["train"], settings.data)
+    tokenizer, model = _load_model(settings, labels)
+    encoded = tokenize(splits, tokenizer, settings.data, settings.model.max_length)
     training = settings.training
     arguments = TrainingArguments(
         **training_arguments(training, checkpoint_dir),

@@ -12,19 +12,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from src import flags
+from src import contract, flags
 from src.config import ServingSettings, Settings
-from src.contract import (
-    Engine,
-    Evaluation,
-    EvaluationRecipe,
-    Metric,
-    Prediction,
-    PredictionRecipe,
-    Serving,
-    Task,
-    TrainingRecipe,
-)
 from src.devices import serving_precision, surely_cpu_only
 from src.flags import Command, Flag
 from src.task import smoke
@@ -60,50 +49,50 @@ PREDICT = Command("predict", "A completion for each prompt in a file.", (
 ))  # fmt: skip
 
 
-def load_training() -> TrainingRecipe:
+def load_training() -> contract.TrainingRecipe:
     from src.task import training  # the Trainer's stack: seconds to import, so only when training
 
     return training
 
 
-def choose(serving: ServingSettings, folder: RunFolder) -> Engine:
+def choose(serving: ServingSettings, folder: RunFolder) -> contract.Engine:
     """PyTorch, in the precision the device suits (on a GPU the worker resolves auto: that needs torch)."""
     on_cpu = serving.accelerator == "cpu" or (serving.accelerator == "auto" and surely_cpu_only(os.environ))
-    return Engine(
+    return contract.Engine(
         "pytorch", serving_precision(serving.precision, "cpu", on_cpu="fp32") if on_cpu else serving.precision
     )
 
 
-def build_api(folder: RunFolder, serving: ServingSettings, engine: Engine, threads: int) -> ChatAPI:
+def build_api(folder: RunFolder, serving: ServingSettings, engine: contract.Engine, threads: int) -> ChatAPI:
     from src.task.api import ChatAPI  # litserve: only for the server
 
     return ChatAPI(folder, serving, engine, threads)
 
 
-def load_evaluation() -> EvaluationRecipe[RunFolder]:
+def load_evaluation() -> contract.EvaluationRecipe[RunFolder]:
     from src.task.scoring import evaluate_run
 
     return evaluate_run
 
 
-def load_prediction() -> PredictionRecipe[RunFolder]:
+def load_prediction() -> contract.PredictionRecipe[RunFolder]:
     from src.task.completion import complete_rows
 
     return complete_rows
 
 
-TASK = Task[RunFolder](
+TASK = contract.Task[RunFolder](
     name="text-generation",
     settings=Settings,
     model_files=ADAPTER,
-    metrics=(
-        Metric("perplexity", "perplexity", ".4g", higher_is_better=False),
-        Metric("eval_loss", "eval loss", higher_is_better=False),
-    ),
     smoke=smoke.write,
     inspect=inspect,
+    metrics=(
+        contract.Metric("perplexity", "perplexity", ".4g", higher_is_better=False),
+        contract.Metric("eval_loss", "eval loss", higher_is_better=False),
+    ),
     training=load_training,
-    serving=Serving(SERVE, ROUTE, EXAMPLE, choose, build_api, describe),
-    evaluation=Evaluation(EVALUATE, load_evaluation),
-    prediction=Prediction(PREDICT, "completions", conversations, lambda folder: ADDED, load_prediction),
+    serving=contract.Serving(SERVE, ROUTE, EXAMPLE, choose, build_api, describe),
+    evaluation=contract.Evaluation(EVALUATE, load_evaluation),
+    prediction=contract.Prediction(PREDICT, "completions", conversations, lambda folder: ADDED, load_prediction),
 )

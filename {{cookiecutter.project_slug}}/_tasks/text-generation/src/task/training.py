@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from accelerate import PartialState
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
@@ -31,25 +30,22 @@ from src.task.scoring import perplexity, write_run_report
 TASK = "text-generation"  # run.json: what kind of model the run folder holds
 
 
-def build_trainer(
-    state: PartialState, settings: Settings, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]
-) -> SFTTrainer:
-    """The chats, the base model with its LoRA config, and the SFTTrainer that fine-tunes one on the other."""
-    with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
-        with reading(settings.data):
-            splits = load_splits(settings.data)
-        assert set(splits["train"].column_names) == {MESSAGES}  # noqa: S101 - load_splits' contract
-        tokenizer, model = _load_model(settings)
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_config(settings, checkpoint_dir),
-            train_dataset=splits["train"],
-            eval_dataset=splits["eval"],
-            processing_class=tokenizer,
-            peft_config=lora_config(settings),
-            callbacks=list(callbacks),
-        )
-    return trainer
+def build_trainer(settings: Settings, checkpoint_dir: Path, callbacks: Sequence[TrainerCallback]) -> SFTTrainer:
+    """The chats, the base model with its LoRA config, and the SFTTrainer that fine-tunes one on the other (TRL
+    formats and tokenizes the chats as it is built)."""
+    tokenizer, model = _load_model(settings)
+    with reading(settings.data):
+        splits = load_splits(settings.data)
+    assert set(splits["train"].column_names) == {MESSAGES}  # noqa: S101 - load_splits' contract
+    return SFTTrainer(
+        model=model,
+        args=sft_config(settings, checkpoint_dir),
+        train_dataset=splits["train"],
+        eval_dataset=splits["eval"],
+        processing_class=tokenizer,
+        peft_config=lora_config(settings),
+        callbacks=list(callbacks),
+    )
 
 
 def lora_config(settings: Settings) -> LoraConfig:
