@@ -10,7 +10,7 @@ the classification head kept in fp32 (the default now), and per-channel weights 
 the head. Each is compared with PyTorch fp32 on the run's whole eval split (200 reviews): label
 agreement on the texts PyTorch is decided about, the mean and the largest probability change,
 and whether the run would pass the earlier check (labels 99% on 64 texts, every probability
-within 0.02) and the current one (onnx_engine.Parity). Writes benchmarks/results/int8_parity.json.
+within 0.02) and the current one (src/task/parity.py). Writes benchmarks/results/int8_parity.json.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from _common import table, write
 sys.path.insert(0, str(Path.cwd()))  # the generated project, whose interpreter runs this
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from src.deployment import onnx_engine
-from src.deployment.classifier import Classifier, onnx_session
-from src.models import smoke
+from src import smoke_assets
 from src.models.train_model import train
+from src.task import TASK, onnx_export, parity
+from src.task.classifier import Classifier
 from tests.helpers.models import smoke_settings
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -49,7 +49,7 @@ EARLIER = {"texts": 64, "min_label_agreement": 0.99, "max_probability_change": 0
 
 
 def probabilities(session_path: Path, encoded: list[list[int]]) -> np.ndarray[Any, Any]:
-    session = onnx_session(session_path, 1)
+    session = onnx_export.onnx_session(session_path, 1)
     rows = []
     for ids in encoded:  # one text at a time, as a lone request is served
         inputs = np.array([ids])
@@ -67,9 +67,9 @@ def passes_earlier(reference: np.ndarray[Any, Any], served: np.ndarray[Any, Any]
 
 
 def one_seed(seed: int, work: Path) -> dict[str, Any]:
-    assets = smoke.build(work / f"assets-{seed}", seed=seed)
+    assets = smoke_assets.build(work / f"assets-{seed}", seed, TASK.smoke)
     with contextlib.redirect_stdout(io.StringIO()):
-        metrics = train(smoke_settings(assets, work / f"runs-{seed}", seed=seed))
+        metrics = train(smoke_settings(assets, work / f"runs-{seed}", seed=seed), TASK)
     run = work / f"runs-{seed}" / metrics["run_id"]
     texts = [json.loads(line)["text"] for line in assets["eval"].read_text().splitlines()]
     exact = Classifier(run, "cpu", precision="fp32")
@@ -77,24 +77,24 @@ def one_seed(seed: int, work: Path) -> dict[str, Any]:
     reference = np.array([[p.probabilities[label] for label in labels] for p in exact.predict(texts)])
     encoded = exact.encode(texts)
     fp32 = work / f"fp32-{seed}.onnx"
-    onnx_engine.export(run, "fp32", fp32)
-    head = onnx_engine.head_nodes(fp32, "distilbert")
+    onnx_export.export(run, "fp32", fp32)
+    head = onnx_export.head_nodes(fp32, "distilbert")
     row: dict[str, Any] = {"accuracy": metrics["accuracy"]}
     for name, option in OPTIONS.items():
         quantized = work / f"int8-{seed}-{len(row)}.onnx"
         excluded = head if option.get("head") else []
-        with onnx_engine._quiet_exporters():
+        with onnx_export.quiet_exporters():
             quantize_dynamic(str(fp32), str(quantized), weight_type=QuantType.QInt8,
                              per_channel=option.get("per_channel", False), nodes_to_exclude=excluded)  # fmt: skip
         served = probabilities(quantized, encoded)
         as_dicts = [dict(zip(labels, values, strict=True)) for values in served]
-        parity = onnx_engine.compare([dict(zip(labels, v, strict=True)) for v in reference], as_dicts, "eval split")
+        verdict = parity.compare([dict(zip(labels, v, strict=True)) for v in reference], as_dicts, "eval split")
         row[name] = {
-            "label_agreement": parity.label_agreement,
-            "mean_probability_change": parity.mean_probability_change,
-            "max_probability_change": parity.max_probability_change,
+            "label_agreement": verdict.label_agreement,
+            "mean_probability_change": verdict.mean_probability_change,
+            "max_probability_change": verdict.max_probability_change,
             "passes_earlier_check": passes_earlier(reference, served),
-            "passes_check": parity.ok,
+            "passes_check": verdict.ok,
         }
     return row
 
@@ -117,7 +117,7 @@ def main() -> None:
         }
         for name in OPTIONS
     }
-    criteria = {**onnx_engine.CRITERIA, "texts": onnx_engine.PARITY_TEXTS}
+    criteria = {**parity.CRITERIA, "texts": parity.PARITY_TEXTS}
     path = write("int8_parity", {"seeds": seeds, "criteria": criteria, "earlier_criteria": EARLIER,
                                  "summary": summary, "runs": results})  # fmt: skip
     columns = list(next(iter(summary.values())))

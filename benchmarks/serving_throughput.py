@@ -6,7 +6,7 @@ One model (a real-size DistilBERT, random init from DistilBertConfig(), saved lo
 the smoke WordPiece tokenizer and a run.json saying it was trained at length 256), the same
 review-like texts, the same client (asyncio, one kept-alive connection per concurrent client, closed
 loop: `Client`) on the same machine:
-  - `serve: ... (default)`: `python -m src.deployment.serve` as shipped (on CPU: ONNX Runtime int8,
+  - `serve: ... (default)`: `python -m src serve` as shipped (on CPU: ONNX Runtime int8,
     exported into the model folder and checked against PyTorch before it serves);
   - `serve: pytorch int8` and `serve: pytorch fp32`: the same server with serving.runtime pytorch;
   - `serve: onnxruntime int8, batching off` (and with 2 workers of 1 thread each): the default with
@@ -136,17 +136,18 @@ def handwritten_onnx_app(model_dir: str, port: int) -> None:
 
 
 def texts(count: int) -> list[str]:
-    from src.models import smoke
+    from src.task import smoke
 
     return [row["text"] for row in smoke.reviews(count, seed=7)]
 
 
 def save_model(target: Path) -> Path:
     import torch
-    from src.models import smoke
+    from src import smoke_assets
+    from src.task import TASK
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    assets = smoke.build(target / "assets")  # for its tokenizer
+    assets = smoke_assets.build(target / "assets", 42, TASK.smoke)  # for its tokenizer
     torch.manual_seed(0)
     config = DistilBertConfig(id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
     model_dir = target / "model"
@@ -159,12 +160,12 @@ def save_model(target: Path) -> Path:
 
 
 def ceiling(model_dir: Path, sample: list[str], runtime: str, precision: str) -> float:
-    from src.deployment import onnx_engine
-    from src.deployment.classifier import Classifier
+    from src.task import parity
+    from src.task.classifier import Classifier
 
     threads = len(os.sched_getaffinity(0))
     if runtime == "onnxruntime":
-        onnx_engine.prepare(model_dir, precision, threads)
+        parity.prepare(model_dir, precision, threads)
     classifier = Classifier(model_dir, precision=precision, runtime=runtime, threads=threads)
     classifier.predict(sample[:32])  # warm-up
     started = time.perf_counter()
@@ -175,19 +176,19 @@ def ceiling(model_dir: Path, sample: list[str], runtime: str, precision: str) ->
 
 def int8_accuracy(scratch: Path) -> dict[str, dict[str, float]]:
     """fp32 against int8 (PyTorch, ONNX Runtime) on the smoke eval split, with a smoke model trained here."""
+    from src import smoke_assets
     from src.config import PROJECT_ROOT, SMOKE_SETTINGS_FILE, load_settings
-    from src.deployment import onnx_engine
-    from src.deployment.classifier import Classifier
-    from src.models import smoke
     from src.models.train_model import train
+    from src.task import TASK, parity, smoke
+    from src.task.classifier import Classifier
 
-    assets = smoke.build(scratch / "smoke")
-    overrides = {**smoke.overrides(assets), "training": {"output_dir": str(scratch / "runs")}}
+    assets = smoke_assets.build(scratch / "smoke", 42, TASK.smoke)
+    overrides = {**smoke_assets.overrides(assets), "training": {"output_dir": str(scratch / "runs")}}
     settings = load_settings(
         PROJECT_ROOT / "configs" / "settings.yaml", environ={}, overlays=[SMOKE_SETTINGS_FILE], overrides=overrides
     )
-    run_dir = scratch / "runs" / str(train(settings)["run_id"])
-    onnx_engine.prepare(run_dir, "int8", threads=1)
+    run_dir = scratch / "runs" / str(train(settings, TASK)["run_id"])
+    parity.prepare(run_dir, "int8", threads=1)
     rows = [json.loads(line) for line in assets["eval"].read_text(encoding="utf-8").splitlines()]
     truth = [smoke.LABELS[row["label"]] for row in rows]
     text = [row["text"] for row in rows]
@@ -308,7 +309,7 @@ def running(name: str, model_dir: Path) -> Iterator[tuple[str, int]]:
         mode = "--handwritten" if name == HANDWRITTEN else "--handwritten-onnx"
         command = [sys.executable, __file__, mode, str(model_dir), str(port)]
     else:
-        command = [sys.executable, "-m", "src.deployment.serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "src", "serve", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--model-dir", str(model_dir)]
     env = {key: value for key, value in os.environ.items() if "__" not in key and key != "LIT_SERVER_API_KEY"}
     process = subprocess.Popen(

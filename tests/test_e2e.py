@@ -125,7 +125,7 @@ def test_a_fresh_projects_first_smoke_run_serves_and_predicts_by_default(tmp_pat
     assert project.run("uv", "sync", "--locked").returncode == 0
     smoke = project.run("uv", "run", "train-local", "--smoke")
     assert smoke.returncode == 0, smoke.stderr[-3000:]
-    assets = project.path / "models" / ".smoke" / "model"
+    assets = project.path / "models" / ".smoke" / "seed-42" / "model"  # training.seed in settings.yaml
     port = free_port()
     serve = subprocess.Popen(
         ["uv", "run", "serve", "--port", str(port)], cwd=project.path, env=clean_env(),
@@ -155,9 +155,10 @@ def test_a_fresh_projects_first_smoke_run_serves_and_predicts_by_default(tmp_pat
 
 REBUILD_SMOKE_ASSETS = """
 from pathlib import Path
+from src import smoke_assets
 from src.config import SMOKE_SETTINGS_FILE, load_settings
-from src.models import smoke
-smoke.build(Path("models/again"), seed=load_settings(overlays=[SMOKE_SETTINGS_FILE]).training.seed)
+from src.task import TASK
+smoke_assets.build(Path("models/again"), load_settings(overlays=[SMOKE_SETTINGS_FILE]).training.seed, TASK.smoke)
 """
 
 
@@ -336,16 +337,17 @@ def test_template_checkout_passes_pants() -> None:
     assert {"tests/test_bake.py", "tests/test_hooks.py"} <= set(outcomes)
 
 
+@pytest.mark.parametrize("task", TASKS)
 def test_pants_in_generated_project_is_cached_and_incremental(
-    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+    task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    project = project_for("gcp", synced, tmp_path_factory)
+    project = project_for("gcp", synced, tmp_path_factory, task)
     try:
         cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
         assert cold.returncode == 0, cold.stderr[-5000:]
         first = pants_test_outcomes(cold.stderr)
-        test_files = {str(path.relative_to(project.path)) for path in project.path.glob("tests/**/test_*.py")}
-        quick_files = {name for name in test_files if not name.startswith("tests/e2e/")}
+        test_files = {path.relative_to(project.path) for path in project.path.glob("tests/**/test_*.py")}
+        quick_files = {str(name) for name in test_files if "e2e" not in name.parts}
         assert set(first) == quick_files, "./pants test :: runs the quick tier, every file of it"
         assert "ruff check succeeded" in cold.stderr
         assert "ruff format succeeded" in cold.stderr

@@ -140,7 +140,7 @@ def test_cruft_update_brings_a_template_change_into_a_project(tmp_path: Path) ->
         source.write("# the project's own change\n")
     git(project, "commit", "--quiet", "--all", "--message", "project change")
 
-    readme = template / PROJECT.name / "README.md"
+    readme = template / PROJECT.name / "_tasks" / "text-classification" / "README.md"  # the default task's
     readme.write_text(readme.read_text() + "\n## Upkeep note\n\nAdded to the template after generation.\n")
     git(template, "commit", "--quiet", "--all", "--message", "template v2")
 

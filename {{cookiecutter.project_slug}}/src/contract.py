@@ -115,7 +115,7 @@ class Prediction(Generic[Folder]):
 
 @dataclass(frozen=True)
 class Task(Generic[Folder]):
-    name: str  # "text-classification"
+    name: str  # the task the project was generated for
     settings: type[Settings]  # src/config.py's model
     model_files: ModelFiles  # what train-local publishes and checkpoints hold
     metrics: tuple[Metric, ...]  # of metrics.json: compare's columns, the first the headline

@@ -2,20 +2,17 @@
 
 `uv run serve` runs `serving_engine()` before the server starts: from the stamps, or with
 `choose()` in a child process (the server's parent never imports torch); predict and evaluate
-call `choose()` in process. The parity check compares
-the export (onnx_export.py) with the PyTorch fp32 model on the run's eval texts (or review-like
-probe texts): labels agree on at least 99% of the texts PyTorch is decided about (its top two
-probabilities more than UNDECIDED_MARGIN apart), and probabilities move by at most
-MAX_MEAN_CHANGE on average and MAX_PROBABILITY_CHANGE on any text (the template's
-docs/design_decisions.md says why). The verdict is stamped beside the export
-(`<export>.parity.json`, written atomically) with the hashes of the export, the weights and
-the texts it was made on: a later start of the same run reads the stamp instead of checking
-again (`stamped()`, no torch).
+call `choose()` in process. The check compares the export (onnx_export.py) with PyTorch fp32 on
+the run's eval texts (or review-like probe texts): labels agree on at least 99% of the texts
+PyTorch is decided about (top two probabilities more than UNDECIDED_MARGIN apart), probabilities
+move by at most MAX_MEAN_CHANGE on average and MAX_PROBABILITY_CHANGE on any text (the
+template's docs/design_decisions.md says why). The verdict is stamped beside the export
+(`<export>.parity.json`) with the hashes of the export, the weights and the texts: a later start
+of the same run reads the stamp instead of checking again (`stamped()`, no torch).
 
-With serving.runtime and serving.precision both `auto`, an int8 export that fails parity is
-not served and not refused either: the next candidate that passes answers (ONNX Runtime fp32,
-then PyTorch fp32), with one line saying so. A runtime or precision asked for explicitly is
-served as asked or refused with one `error:` line.
+Both `auto`, an int8 export that fails parity is not served: the next candidate that passes
+answers (ONNX Runtime fp32, then PyTorch fp32), with one line saying so. A runtime or precision
+asked for explicitly is served as asked or refused with one `error:` line.
 """
 
 from __future__ import annotations
@@ -28,9 +25,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from src import errors, runs
 from src.config import ServingSettings
@@ -132,17 +130,22 @@ def stamped(model_dir: Path, precision: str) -> Parity | None:
         return None
 
 
-def stamped_choice(model_dir: Path) -> Engine | None:
-    """`auto`'s choice from the stamps alone (no torch, no export), or None when a check must run."""
+def _first_passing(verdict: Callable[[str], Parity | None]) -> Engine | None:
+    """`auto`'s choice on CPU: the first candidate whose verdict passes (None: a verdict is not known)."""
     notes: list[str] = []
     for runtime, precision in CANDIDATES[:-1]:
-        parity = stamped(model_dir, precision)
+        parity = verdict(precision)
         if parity is None:
             return None
         if parity.ok:
             return Engine(runtime, precision, (*notes, parity.describe(precision)))
         notes.append(f"{parity.describe(precision)}: not serving it")
     return Engine(*CANDIDATES[-1], tuple(notes))
+
+
+def stamped_choice(model_dir: Path) -> Engine | None:
+    """`auto`'s choice from the stamps alone (no torch, no export), or None when a check must run."""
+    return _first_passing(lambda precision: stamped(model_dir, precision))
 
 
 def stamped_explicit(model_dir: Path, precision: str) -> Engine | None:
@@ -233,15 +236,7 @@ def choose(model_dir: Path, runtime: str, precision: str, threads: int) -> Engin
         if serving_runtime(runtime, precision, "cpu") == "pytorch":
             return Engine("pytorch", resolved)
         return Engine("onnxruntime", resolved, (require(model_dir, resolved, threads).describe(resolved),))
-    if (known := stamped_choice(model_dir)) is not None:
-        return known
-    notes: list[str] = []
-    for candidate_runtime, candidate_precision in CANDIDATES[:-1]:
-        parity = prepare(model_dir, candidate_precision, threads)
-        if parity.ok:
-            return Engine(candidate_runtime, candidate_precision, (*notes, parity.describe(candidate_precision)))
-        notes.append(f"{parity.describe(candidate_precision)}: not serving it")
-    return Engine(*CANDIDATES[-1], tuple(notes))
+    return cast(Engine, _first_passing(lambda candidate: prepare(model_dir, candidate, threads)))  # never None
 
 
 def serving_engine(serving: ServingSettings, folder: ClassifierFolder) -> Engine:
