@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from src import errors
+from src import errors, lifeline
 
 # command -> the core module whose main(argv, task) runs it
 COMMANDS = {
@@ -45,4 +45,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    lifeline.end_with_parent()  # killed, uv (or whoever started this) takes this process along
     sys.exit(main())

@@ -1,10 +1,13 @@
 """Console-script entry point that hands over to taskipy.
 
 `[project.scripts]` maps every taskipy task name to this function, so `uv run lint` runs the
-same command as `uv run task lint`: the taskipy table stays the single definition.
-The exit code is the task's own: taskipy swallows Ctrl-C and would report 0 for an
-interrupted task, so this process waits for the task (which gets the Ctrl-C from the
-terminal too) and reports 130 when it was interrupted.
+same command as `uv run task lint`: the taskipy table stays the single definition. A task that
+is one plain command (`python -m src serve`: no shell syntax, no pre- or post-task) replaces
+this process (exec), so the process uv started is the command itself: its signals, its exit
+code, and the processes that end with it (src/lifeline.py). Any other task runs through
+taskipy, whose shell swallows Ctrl-C and would report 0 for an interrupted task, so this
+process waits for the task (which gets the Ctrl-C from the terminal too) and reports 130
+when it was interrupted.
 
 Bytecode is compiled once: torch and transformers take ~12 s more to import from source
 than from cached bytecode. `uv sync --compile-bytecode` (the README's set-up) compiles the
@@ -18,8 +21,10 @@ git-ignored `__pycache__` folders. A PYTHONPYCACHEPREFIX of your own leaves both
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
+import tomllib
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import FrameType
@@ -29,6 +34,7 @@ from taskipy.cli import run
 from src.errors import EXIT_INTERRUPTED
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHELL_SYNTAX = re.compile(r"[;&|<>()$`'\"\\*?~{}\[\]#=]")
 
 
 def cache_bytecode(env: MutableMapping[str, str]) -> None:
@@ -37,8 +43,27 @@ def cache_bytecode(env: MutableMapping[str, str]) -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
+def plain_command(task: str, root: Path = PROJECT_ROOT) -> list[str] | None:
+    """The taskipy task as an argument list when it is one plain command; None when it needs taskipy."""
+    taskipy = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("taskipy", {})
+    tasks = taskipy.get("tasks", {})
+    entry = tasks.get(task)
+    command = entry.get("cmd") if isinstance(entry, dict) else entry
+    if not isinstance(command, str) or SHELL_SYNTAX.search(command) or taskipy.get("settings", {}).get("use_vars"):
+        return None
+    if f"pre_{task}" in tasks or f"post_{task}" in tasks:
+        return None
+    words = command.split()
+    return [sys.executable, *words[1:]] if words and words[0] == "python" else words or None
+
+
 def main() -> None:
     cache_bytecode(os.environ)
+    task = Path(sys.argv[0]).stem  # "lint", or "lint.exe" on Windows
+    command = plain_command(task) if sys.platform != "win32" else None
+    if command:
+        os.chdir(PROJECT_ROOT)  # where taskipy runs its tasks
+        os.execvp(command[0], [*command, *sys.argv[1:]])
     interrupted = False
 
     def note_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -46,7 +71,6 @@ def main() -> None:
         interrupted = True  # the task's processes got the same Ctrl-C and stop themselves
 
     signal.signal(signal.SIGINT, note_interrupt)
-    task = Path(sys.argv[0]).stem  # "lint", or "lint.exe" on Windows
     code = run([task, *sys.argv[1:]], cwd=PROJECT_ROOT)
     if code is None or code < 0:  # the shell died of a signal
         code = 128 + (-code if code else signal.SIGINT)

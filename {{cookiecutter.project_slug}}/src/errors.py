@@ -125,4 +125,8 @@ def exit_code(main: Callable[[], int | None]) -> int:
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:
+    """A process's whole life: `main`, ended by SIGTERM when its parent ends (src/lifeline.py)."""
+    from src.lifeline import end_with_parent
+
+    end_with_parent()
     sys.exit(exit_code(main))

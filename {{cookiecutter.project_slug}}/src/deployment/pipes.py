@@ -35,6 +35,8 @@ import litserve as ls
 from litserve.transport.base import MessageTransport
 from starlette.middleware.gzip import GZipMiddleware
 
+from src import lifeline
+
 ATOMIC_WRITE = select.PIPE_BUF  # bytes a pipe takes whole or not at all
 FRAME_HEADER = struct.Struct("!Q")  # a frame: its length, then a pickle
 
@@ -89,6 +91,8 @@ class RequestPipe:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _waiting=threading.Condition())
+        # Only a model worker unpickles this pipe (LitServe spawns it): it ends with the server.
+        lifeline.end_with_parent()
 
     def put(self, item: Any) -> None:
         frame = _frame(item)
@@ -197,6 +201,15 @@ class PipeServer(ls.LitServer):  # type: ignore[misc]
         middlewares: list[Any] = self.middlewares  # type: ignore[has-type]  # set by LitServer.__init__
         self.middlewares = [m for m in middlewares if not (isinstance(m, tuple) and m[0] is GZipMiddleware)]
         super()._register_middleware()
+
+    def _start_server(self, *args: Any, **kwargs: Any) -> Any:
+        self.api_servers = super()._start_server(*args, **kwargs)  # watched by serve.py: one killed stops it
+        return self.api_servers
+
+    def _perform_graceful_shutdown(self, manager: Any, uvicorn_workers: Any, shutdown_reason: str = "normal") -> None:
+        if "died" in shutdown_reason:  # a worker died: its requests will get no answer, drop them at once
+            self.uvicorn_graceful_timeout = 1
+        super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)
 
     def setup_auth(self, lit_api: ls.LitAPI | None = None) -> Any:
         # RequestGuard (http_guard.py) checks the API key once, on every route, before LitServe sees the

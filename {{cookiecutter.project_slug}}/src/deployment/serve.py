@@ -4,8 +4,9 @@ Before anything starts, the port is checked and the model folder is found and in
 task says (a folder that cannot serve fails with one `error:` line instead of a server that
 answers wrongly), and the task chooses what its workers run. Then LitServe serves the task's
 API (its route: `/predict`, `/v1/chat/completions`) behind http_guard.py's limits, requests and
-answers in pipes (pipes.py); Ctrl-C exits 130, SIGTERM 143, and a worker that dies while
-serving stops the server with one line. This module stays light (LitServe forks its
+answers in pipes (pipes.py); Ctrl-C exits 130, SIGTERM 143, and a model worker or HTTP process
+that dies while serving stops the server with one line; killed itself, serve takes every process
+it started along (src/lifeline.py). This module stays light (LitServe forks its
 API-server processes from this one): torch and transformers load only in the inference
 worker. Set LIT_SERVER_API_KEY to require the key on every route, /health, /docs and
 /openapi.json too (`X-API-Key`, or `Authorization: Bearer <key>`).
@@ -17,6 +18,7 @@ import errno
 import os
 import signal
 import socket
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import litserve as ls
 from fastapi.exceptions import RequestValidationError
 
-from src import model_folder
+from src import lifeline, model_folder
 from src.contract import Task
 from src.deployment import compat
 from src.deployment.http_guard import API_KEY_ENV, RequestGuard, validation_error
@@ -59,9 +61,11 @@ def build_server(api: ls.LitAPI, serving: ServingSettings) -> ls.LitServer:
 
 def _quiet_child_signals() -> None:
     # LitServe forks its API servers (multiprocessing its queue manager) from this process.
-    # This process reports Ctrl-C or SIGTERM once and stops them; they stop without a traceback.
+    # This process reports Ctrl-C or SIGTERM once and stops them; they stop without a traceback,
+    # and with this process, however it ends (src/lifeline.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    lifeline.end_with_parent()
 
 
 def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
@@ -75,14 +79,17 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
 
     signal.signal(signal.SIGINT, note_interrupt)
     os.register_at_fork(after_in_child=_quiet_child_signals)
+    stopped = threading.Event()
+    threading.Thread(target=_watch_http_processes, args=(server, stopped), name="http-watch", daemon=True).start()
     try:
         server.run(host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
                    **compat.http_protocol(serving.read_timeout))  # fmt: skip
     except (EOFError, OSError):
         # A worker that died makes LitServe shut its queue manager down under its own feet.
-        if interrupted or not dead_worker(server):
+        if interrupted or not (dead_worker(server) or getattr(server, "dead_http_process", None)):
             raise
     finally:
+        stopped.set()
         # Stopped during start-up, LitServe leaves its workers loading the model, and they
         # crash with a traceback once its queue manager is gone: stop them first.
         for worker in getattr(server, "inference_workers", None) or []:
@@ -90,6 +97,8 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
                 worker.terminate()
     if interrupted:
         raise KeyboardInterrupt
+    if dead := getattr(server, "dead_http_process", None):
+        raise UserError(f"{dead}, so the server stopped: start it again (if nothing killed it, see `dmesg`)")
     if dead := dead_worker(server):
         raise UserError(
             f"{dead}, so the server stopped: if nothing killed it, it ran out of memory (see `dmesg`):"
@@ -97,14 +106,28 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
         )
 
 
+def _ended(code: int | None) -> str | None:
+    """How a process ended by itself (not stopped by this process), said; None while it runs or if stopped."""
+    if code is None or code == 0 or code == -signal.SIGTERM:
+        return None
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+
+def _watch_http_processes(server: ls.LitServer, stopped: threading.Event) -> None:
+    """Stop the server once an HTTP process (LitServe's API server) has died: LitServe watches only its workers."""
+    while not stopped.wait(0.5):
+        for process in (getattr(server, "api_servers", None) or {}).values():
+            if how := _ended(getattr(process, "exitcode", None)):
+                server.dead_http_process = f"the HTTP process (pid {process.pid}) {how}"
+                server._shutdown_event.set()  # LitServe's run() returns and stops every other process
+                return
+
+
 def dead_worker(server: ls.LitServer) -> str | None:
     """The first inference worker that ended by itself while serving (not stopped by this process), said."""
     for worker in getattr(server, "inference_workers", None) or []:
-        code = worker.exitcode
-        if code is None or code == 0 or code == -signal.SIGTERM:
-            continue
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return f"the model worker (pid {worker.pid}) {how}"
+        if how := _ended(worker.exitcode):
+            return f"the model worker (pid {worker.pid}) {how}"
     return None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, cast
 
-from src import errors
+from src import errors, lifeline
 
 STATUS_DIR_ENV = errors.STATUS_DIR_ENV
 LAUNCHER_PID_ENV = "TRAIN_LAUNCHER_PID"
@@ -116,7 +116,10 @@ class Supervisor:
         return found
 
     def run(self) -> int:
-        self.process = subprocess.Popen(self.argv, env=self.env, stderr=subprocess.PIPE)
+        # The launcher is not ours: it is asked to end with this process as it starts (src/lifeline.py).
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stderr=subprocess.PIPE, preexec_fn=lifeline.ending_with_this_process
+        )
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         if self.join is not None:
             threading.Thread(

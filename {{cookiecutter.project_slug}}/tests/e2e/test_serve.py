@@ -1,5 +1,5 @@
-"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, and a model
-worker killed while serving."""
+"""`serve` across the process boundary: Ctrl-C and SIGTERM, each kind of start-up refusal once, and kill -9
+of each of its processes: the model worker, the HTTP process, serve itself."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
+from src.task import TASK
 from tests.helpers.models import copy_run, damaged_model
 from tests.helpers.processes import (
     free_port,
@@ -21,7 +24,7 @@ from tests.helpers.processes import (
     stop_group,
     wait_until_none_with,
 )
-from tests.helpers.server import start_server, wait_until_healthy
+from tests.helpers.server import Server, http_process, start_server, wait_until_healthy
 from tests.task import samples
 
 MARK = "SERVE_TEST_RUN"  # in the environment of the server and of every process it starts
@@ -78,17 +81,31 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
     assert time.monotonic() - started_at < 60
 
 
+def requests_until_one_fails(server: Server) -> None:
+    with server.client(timeout=60) as client:
+        while True:
+            try:
+                client.post(TASK.serving.route, json=dict(TASK.serving.example)).raise_for_status()
+            except httpx.HTTPError:
+                return
+
+
 def test_a_worker_killed_while_serving_stops_the_server_with_one_line(trained_model: Path, tmp_path: Path) -> None:
     """kill -9 of the model worker (what the kernel's out-of-memory killer does): exit 2, one line
     naming the worker and what to try, nothing left behind."""
     run = copy_run(trained_model, tmp_path)
     server = start_server(run, *samples.EXACT_SERVING, **{MARK: str(run)})
-    with started(server.process):
+    with started(server.process), ThreadPoolExecutor(1) as pool:
         wait_until_healthy(server)
         (worker,) = [
             pid for pid in processes_with(MARK, str(run)) if b"spawn" in Path(f"/proc/{pid}/cmdline").read_bytes()
         ]
+        load = pool.submit(requests_until_one_fails, server)  # requests in flight when the worker dies
+        time.sleep(1)
         os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        load.result(timeout=60)
+        assert time.monotonic() - killed < 10, "a request in flight waited for an answer that could not come"
         assert server.process.wait(timeout=60) == 2
         log = server.output()
         server.log.unlink()
@@ -97,3 +114,40 @@ def test_a_worker_killed_while_serving_stops_the_server_with_one_line(trained_mo
     assert f"model worker (pid {worker}) was killed by SIGKILL" in line
     assert "workers_per_device" in line
     assert_nothing_left(server.port, run)
+
+
+def test_the_http_process_killed_stops_the_server_with_one_line(trained_model: Path, tmp_path: Path) -> None:
+    """kill -9 of LitServe's API server (the process that answers HTTP): a server that can no longer
+    answer ends with exit 2 and one line, not a silent port."""
+    run = copy_run(trained_model, tmp_path)
+    server = start_server(run, *samples.EXACT_SERVING, **{MARK: str(run)})
+    with started(server.process):
+        wait_until_healthy(server)
+        http = http_process(server)
+        assert http != server.process.pid
+        os.kill(http, signal.SIGKILL)
+        assert server.process.wait(timeout=60) == 2
+        log = server.output()
+        server.log.unlink()
+    assert "Traceback" not in log
+    assert f"the HTTP process (pid {http}) was killed by SIGKILL" in only_error_line(log)
+    assert_nothing_left(server.port, run)
+
+
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_kill_9_of_serve_leaves_no_process_behind(trained_model: Path, tmp_path: Path, when: str) -> None:
+    """SIGKILL reaches serve alone (nothing can forward it): its workers, its HTTP process, and while
+    starting what it started (a classifier's ONNX export), end within 10 s."""
+    run = copy_run(trained_model, tmp_path)
+    run.chmod(0o755)
+    server = start_server(run, *(samples.EXACT_SERVING if when == "serving" else ()), **{MARK: str(run)})
+    with started(server.process):
+        if when == "starting":
+            time.sleep(4)  # the export child is importing torch or exporting, or the worker is loading
+        else:
+            wait_until_healthy(server)
+        assert len(processes_with(MARK, str(run))) >= 2
+        server.process.kill()
+        server.process.wait()
+        assert not wait_until_none_with(MARK, str(run), 10), "a process of the server outlived it"
+    server.log.unlink()

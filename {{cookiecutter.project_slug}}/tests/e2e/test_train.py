@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from src import runs, smoke_assets
-from src.config import load_settings
+from src.config import PROJECT_ROOT, load_settings
 from src.evaluation import report
 from src.task import TASK
 from tests.helpers.files import truncate
@@ -22,6 +23,7 @@ from tests.helpers.processes import (
     clean_env,
     free_port,
     only_error_line,
+    processes_with,
     run_module,
     start_module,
     started,
@@ -123,6 +125,31 @@ def test_signals_stop_every_process_with_their_exit_code(tmp_path: Path, sig: in
         assert not (tmp_path / "latest").exists()
         with pytest.raises(ProcessLookupError):  # no training process outlives the launcher
             os.killpg(process.pid, 0)
+
+
+@pytest.mark.parametrize("entry", ["uv run train-local", "python -m src train-local"])
+def test_kill_9_of_the_process_the_user_started_ends_the_whole_run(tmp_path: Path, entry: str) -> None:
+    """Whichever process of the chain the user started is killed with SIGKILL (nothing can forward it),
+    every process of the run ends within 10 s and `latest` does not move."""
+    if entry.startswith("uv") and not shutil.which("uv"):
+        pytest.skip("uv is not on PATH")
+    with_smoke_assets(tmp_path)
+    env = clean_env(TRAINING__OUTPUT_DIR=str(tmp_path), **LONG_RUN)
+    if entry.startswith("uv"):
+        command = ["uv", "run", "--no-sync", "train-local", "--smoke"]
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    else:
+        process = start_module("src", "train-local", "--smoke", env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    with started(process):
+        wait_for_checkpoints(tmp_path, process)
+        assert len(processes_with("TRAINING__OUTPUT_DIR", str(tmp_path))) >= 3, "launcher, accelerate, a rank"
+        process.kill()  # this process alone
+        process.communicate()
+        assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 10), "every process of the run ended"
+    assert not (tmp_path / "latest").exists()
+    assert not runs.finished_runs(tmp_path)
 
 
 def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:

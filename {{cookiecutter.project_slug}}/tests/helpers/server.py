@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -80,3 +82,23 @@ def running_server(model_dir: Path, *args: str, api_key: str | None = None, **en
         yield wait_until_healthy(server)
     finally:
         stop_server(server)
+
+
+def http_process(server: Server) -> int:
+    """The pid of the process that answers HTTP (LitServe's API server): the one holding our connection."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            f"{name}: {value}\r\n".encode() for name, value in server.headers.items()) + b"\r\n")  # fmt: skip
+        assert connection.recv(100).startswith(b"HTTP/1.1 200")
+        client_port = connection.getsockname()[1]
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+            if local == server.port and remote == client_port:
+                inodes.add(f"socket:[{fields[9]}]")
+        for fd in Path("/proc").glob("[0-9]*/fd/*"):
+            with contextlib.suppress(OSError):
+                if str(fd.readlink()) in inodes:
+                    return int(fd.parts[2])
+    raise AssertionError("no process holds the connection")

@@ -1,0 +1,61 @@
+"""A process ends with its parent, whichever way the parent ends (src/lifeline.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src.config import PROJECT_ROOT
+
+# The parent starts a child that asks to end with it, prints the child's pid, and sleeps.
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+CHILD = """
+import signal, sys, time
+from src import lifeline
+if {watch}:
+    lifeline._ask_the_kernel = lambda signum: False  # as where the kernel cannot be asked
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+lifeline.end_with_parent()
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["kernel", "watching-thread"])
+def test_a_child_ends_once_its_parent_is_killed_with_sigkill(watch: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD.format(watch=watch)], env=env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.5)  # the child has asked
+        assert alive(child)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), "the child outlived its parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
