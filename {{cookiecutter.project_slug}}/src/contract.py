@@ -71,7 +71,8 @@ class Serving(Generic[Folder]):
     example: Mapping[str, Any]  # a request body the route answers (docs, tests, benchmarks)
     # Before the server starts, in its parent (no torch: LitServe forks it): what the workers run.
     choose: Callable[[Any, Folder], Engine]  # (src/config.py's ServingSettings, folder)
-    api: Callable[[Folder, Any, Engine, int], ls.LitAPI]  # (folder, serving settings, engine, threads)
+    # (folder, serving settings, engine, threads): a src.deployment.worker.WorkerAPI
+    api: Callable[[Folder, Any, Engine, int], ls.LitAPI]
     describe: Callable[[Folder], str]  # what the start line says about the model ("labels neg, pos")
 
 

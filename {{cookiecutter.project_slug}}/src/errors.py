@@ -65,27 +65,45 @@ def describe_os_error(error: OSError) -> str:
     return f"cannot write{where}: {error.strerror} ({advice}, or point the setting at another folder)"
 
 
+def write_status(status_dir: Path, code: int, message: str) -> None:
+    """How this process ended, for the parent that speaks for it (see STATUS_DIR_ENV)."""
+    status_file = status_dir / f"{os.getpid()}.json"
+    status_file.write_text(json.dumps({"code": code, "message": message}), encoding="utf-8")
+
+
 def _report(code: int, message: str) -> None:
     status_dir = Path(os.environ.get(STATUS_DIR_ENV) or "/nonexistent")
     if status_dir.is_dir():
-        status_file = status_dir / f"{os.getpid()}.json"
-        status_file.write_text(json.dumps({"code": code, "message": message}), encoding="utf-8")
+        write_status(status_dir, code, message)
     elif message:
         print(f"error: {message}", file=sys.stderr, flush=True)
     elif code != EXIT_USER_ERROR:
         print("interrupted" if code == EXIT_INTERRUPTED else "terminated", file=sys.stderr, flush=True)
 
 
-def reported(status_dir: Path, code: int, what: str) -> BaseException:
-    """How a child that reported into `status_dir` ended, as the exception this process ends with."""
+def _statuses(status_dir: Path) -> list[dict[str, object]]:
+    found = []
     for path in sorted(status_dir.glob("*.json")):
         try:
             status = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if status.get("message"):
-            return UserError(str(status["message"]))
-        code = int(status.get("code", code))
+        if isinstance(status, dict):
+            found.append(status)
+    return found
+
+
+def status_message(status_dir: Path) -> str | None:
+    """The first error a child reported into `status_dir`, if one did."""
+    return next((str(status["message"]) for status in _statuses(status_dir) if status.get("message")), None)
+
+
+def reported(status_dir: Path, code: int, what: str) -> BaseException:
+    """How a child that reported into `status_dir` ended, as the exception this process ends with."""
+    if message := status_message(status_dir):
+        return UserError(message)
+    for status in _statuses(status_dir):
+        code = int(str(status.get("code", code)))
     if code == EXIT_INTERRUPTED:
         return KeyboardInterrupt()
     if code == EXIT_TERMINATED:

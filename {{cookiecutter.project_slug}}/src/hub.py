@@ -49,6 +49,20 @@ def hub_downloads(settings: Settings) -> list[tuple[str, str]]:
     return [(kind, name) for kind, name in wanted if not _local_or_cached(kind, name)]
 
 
+def model_snapshot(name: str) -> Path | None:
+    """Where a model's files are on this machine: `name` as a local folder, or its cached Hub snapshot (main)."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    cached = hub_cache() / f"models--{name.replace('/', '--')}"
+    try:
+        revision = (cached / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    snapshot = cached / "snapshots" / revision
+    return snapshot if revision and snapshot.is_dir() else None
+
+
 def _local_or_cached(kind: str, name: str) -> bool:
     return Path(name).expanduser().exists() or (hub_cache() / f"{kind}s--{name.replace('/', '--')}").is_dir()
 

@@ -2,10 +2,11 @@
 
 serve, serve-cloud, predict, evaluate and compare find a model the same way (`resolve`): a
 folder, or a runs folder's `latest` pointer followed to its run (the newest finished run
-when the pointer is gone). The task's own check (`Task.inspect`) then reads the folder as the
-server will load it, in the server's parent process (which LitServe forks into its API
-servers, so torch and transformers must not be imported there), and fails with one
-BadModelFolderError naming the file and the fix.
+when the pointer is gone), whose files must be the ones its run.json records (src/fingerprints.py:
+a run changed or swapped since it was published is refused). The task's own check
+(`Task.inspect`) then reads the folder as the server will load it, in the server's parent
+process (which LitServe forks into its API servers, so torch and transformers must not be
+imported there), and fails with one BadModelFolderError naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from src.errors import UserError
+from src.fingerprints import sha256
 from src.runs import LATEST, RUN_INFO, check_run_id, finished_runs, follow_latest
-from src.weights import ModelFiles, weights_problem
+from src.weights import ModelFiles, nonfinite_tensor, weights_files, weights_problem
 
 
 class ModelNotFoundError(UserError):
@@ -42,7 +44,21 @@ def resolve(path: Path, files: ModelFiles) -> Path:
             "(or `uv run train-local --smoke` for a tiny offline model), "
             "or point serving.model_dir / --model-dir at a saved model folder"
         )
+    check_unchanged(folder)
     return folder
+
+
+def check_unchanged(model_dir: Path) -> None:
+    """A run's files as training published them (run.json's `files`); a folder without that record is taken as is."""
+    recorded = run_info(model_dir).get("files")
+    for name, digest in recorded.items() if isinstance(recorded, dict) else ():
+        path = model_dir / name
+        if not path.is_file() or sha256(path) != digest:
+            how = "changed since" if path.is_file() else "missing: it was there when"
+            raise BadModelFolderError(
+                f"{path}: {how} the run was published (run.json records each file's sha256): a run folder stays as "
+                "training wrote it, so that it answers as it did: restore the file, or train a new run"
+            )
 
 
 def find_run(output_dir: Path, name: str | None, files: ModelFiles) -> Path:
@@ -81,10 +97,14 @@ def run_info(model_dir: Path) -> dict[str, Any]:
 
 
 def check_weights(model_dir: Path, files: ModelFiles) -> None:
+    """Complete weights (src/weights.py), and no NaN or infinity in them (a run whose training diverged)."""
     damaged = weights_problem(model_dir, files)
     if damaged:
         path, problem = damaged
         raise fail(path, f"{problem}: the weights are damaged or missing")
+    for path in weights_files(model_dir, files):
+        if path.suffix == ".safetensors" and (tensor := nonfinite_tensor(path)):
+            raise fail(path, f"tensor {tensor!r} holds NaN or infinite values: these weights cannot answer")
 
 
 def tokenizer_size(model_dir: Path) -> int:

@@ -3,9 +3,11 @@
 A task says what its saved model is made of (ModelFiles: a config file and its weights files,
 by preference): a transformers model saves `config.json` and `model.safetensors` (or shards
 listed in an index) or a torch zip archive (`pytorch_model.bin`); a Trainer checkpoint adds the
-optimizer and scheduler state and, written last, trainer_state.json. The checks read headers
-and archive indices, never the tensors, and import no torch: a second or so on a real-size
-model. Each returns None when the file (or folder) is complete, else what is wrong with it.
+optimizer and scheduler state and, written last, trainer_state.json. The completeness checks
+read headers and archive indices, never the tensors, and import no torch: a second or so on a
+real-size model. Each returns None when the file (or folder) is complete, else what is wrong
+with it. `nonfinite_tensor` reads a safetensors file's values (numpy, memory-mapped) for NaN
+and infinities: what a run whose training diverged publishes.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ DTYPE_BYTES = {
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+FLOATS = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """Every tensor the header lists has its declared size and lies inside the file, which ends with the last."""
+def safetensors_header(path: Path) -> tuple[int, dict[str, object]] | str:
+    """(where the tensors begin, the header) of a safetensors file, or what is wrong with its header."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -55,20 +58,51 @@ def safetensors_problem(path: Path) -> str | None:
         return "unreadable safetensors header"
     if not isinstance(header, dict):
         return "unreadable safetensors header"
+    return 8 + header_bytes, {name: value for name, value in header.items() if name != "__metadata__"}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Every tensor the header lists has its declared size and lies inside the file, which ends with the last."""
+    read = safetensors_header(path)
+    if isinstance(read, str):
+        return read
+    start, header = read
     end = 0
     for name, tensor in header.items():
-        if name == "__metadata__":
-            continue
         try:
-            begin, stop = tensor["data_offsets"]
-            expected = math.prod(tensor["shape"]) * DTYPE_BYTES[tensor["dtype"]]
+            begin, stop = tensor["data_offsets"]  # type: ignore[index]
+            expected = math.prod(tensor["shape"]) * DTYPE_BYTES[tensor["dtype"]]  # type: ignore[index]
         except (KeyError, TypeError, ValueError):
             return f"tensor {name!r} is described wrongly"
         if not 0 <= begin <= stop or stop - begin != expected:
             return f"tensor {name!r} has wrong offsets"
         end = max(end, stop)
-    if 8 + header_bytes + end != size:
-        return f"{size} bytes where the header describes {8 + header_bytes + end} (truncated)"
+    size = path.stat().st_size
+    if start + end != size:
+        return f"{size} bytes where the header describes {start + end} (truncated)"
+    return None
+
+
+def nonfinite_tensor(path: Path) -> str | None:
+    """The first floating-point tensor of a (complete) safetensors file that holds a NaN or an infinity."""
+    import numpy as np
+
+    read = safetensors_header(path)
+    if isinstance(read, str):
+        return None  # safetensors_problem says what is wrong
+    start, header = read
+    values = np.memmap(path, dtype=np.uint8, mode="r")
+    for name, tensor in header.items():
+        dtype, (begin, stop) = tensor["dtype"], tensor["data_offsets"]  # type: ignore[index]
+        raw = values[start + begin : start + stop]
+        if dtype == "BF16":  # numpy has no bfloat16: an all-ones exponent is a NaN or an infinity
+            bad = bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
+        elif dtype in FLOATS:
+            bad = not bool(np.isfinite(raw.view(FLOATS[dtype])).all())
+        else:
+            continue
+        if bad:
+            return name
     return None
 
 
@@ -101,21 +135,30 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
+def weights_files(model_dir: Path, files: ModelFiles) -> list[Path]:
+    """A saved model's weights files: the first of `files.weights` present, or the shards its index lists."""
+    present = next((model_dir / name for name in files.weights if (model_dir / name).is_file()), None)
+    if present is None or not present.name.endswith(INDEX_SUFFIX):
+        return [present] if present else []
+    try:
+        index = json.loads(present.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return [present]
+    shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
+    return [model_dir / shard for shard in sorted(shards) if isinstance(shard, str)]
+
+
 def weights_problem(model_dir: Path, files: ModelFiles) -> tuple[Path, str] | None:
     """The damaged or missing weights file of a saved model folder, and what is wrong with it."""
     present = next((model_dir / name for name in files.weights if (model_dir / name).is_file()), None)
     if present is None:
         return model_dir, f"no weights ({' or '.join(files.weights)})"
-    paths = [present]
+    paths = weights_files(model_dir, files)
     if present.name.endswith(INDEX_SUFFIX):
-        try:
-            index = json.loads(present.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
+        if json_problem(present):
             return present, "not readable JSON"
-        shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
-        if not shards or not all(isinstance(shard, str) for shard in shards):
+        if not paths or paths == [present]:
             return present, "lists no weight files"
-        paths = [model_dir / shard for shard in sorted(shards)]
     for path in paths:
         if not path.is_file():
             return path, "missing (listed in the index)"

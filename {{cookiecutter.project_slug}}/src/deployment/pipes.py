@@ -35,8 +35,6 @@ import litserve as ls
 from litserve.transport.base import MessageTransport
 from starlette.middleware.gzip import GZipMiddleware
 
-from src import lifeline
-
 ATOMIC_WRITE = select.PIPE_BUF  # bytes a pipe takes whole or not at all
 FRAME_HEADER = struct.Struct("!Q")  # a frame: its length, then a pickle
 
@@ -91,8 +89,6 @@ class RequestPipe:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _waiting=threading.Condition())
-        # Only a model worker unpickles this pipe (LitServe spawns it): it ends with the server.
-        lifeline.end_with_parent()
 
     def put(self, item: Any) -> None:
         frame = _frame(item)

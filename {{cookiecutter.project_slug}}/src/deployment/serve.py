@@ -18,15 +18,17 @@ import errno
 import os
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import litserve as ls
 from fastapi.exceptions import RequestValidationError
 
-from src import lifeline, model_folder
+from src import errors, lifeline, model_folder
 from src.contract import Task
 from src.deployment import compat
 from src.deployment.http_guard import API_KEY_ENV, RequestGuard, validation_error
@@ -159,10 +161,15 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     print(f"Serving {folder.path} on http://{serving.host}:{serving.port}{serving_task.route} with {engine} "
           f"({serving_task.describe(folder)})", flush=True)  # fmt: skip
     api = serving_task.api(folder, serving, engine, serving.worker_threads)
-    try:
-        run_server(build_server(api, serving), serving)
-    except RuntimeError as error:
-        if "workers failed to start" not in str(error):
-            raise
-        raise UserError(f"{folder.path}: the model worker failed to start (its error is above)") from None
+    with tempfile.TemporaryDirectory(prefix="serve-status-") as status:
+        api.status_dir = Path(status)  # a worker that cannot start says why there (worker.py)
+        try:
+            run_server(build_server(api, serving), serving)
+        except RuntimeError as error:
+            if "workers failed to start" not in str(error):
+                raise
+            message = errors.status_message(Path(status))
+            raise UserError(
+                message or f"{folder.path}: the model worker failed to start (its error is above)"
+            ) from None
     return 0

@@ -22,10 +22,12 @@ from src import model_folder
 from src.contract import Task
 from src.errors import UserError
 from src.evaluation.report import REPORT
+from src.fingerprints import changed
 from src.runs import RUN_SETTINGS, section, stored_settings
 from src.settings import DataSettings, load_settings
 
 AnyData = TypeVar("AnyData", bound=DataSettings)
+EVAL_FILE = "data.eval_file"  # how run.json's inputs name the evaluation split
 
 
 def data_target(run_dir: Path, data_file: Path) -> Path:
@@ -71,6 +73,12 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     folder = task.inspect(model_dir)  # before anything is read or written: a damaged run keeps its report
     if args.data is not None and not args.data.is_file():
         raise UserError(f"--data {args.data}: no such file")
+    if args.data is None and (problem := changed(model_folder.run_info(model_dir).get("inputs", {}), EVAL_FILE)):
+        raise UserError(
+            f"{problem} since run {model_dir.name} was trained and evaluated on it (run.json records its sha256): the "
+            "run's report stays as it is; to score the run on the file as it is now, pass it with --data FILE "
+            "(that report goes to a folder of its own)"
+        )
     target = model_dir if args.data is None else data_target(model_dir, args.data)
     summary = task.evaluation.run()(folder, args, target)
     print(json.dumps({"run": model_dir.name, **summary, "report": str(target / REPORT)}, indent=2))

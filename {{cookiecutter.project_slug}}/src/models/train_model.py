@@ -27,7 +27,7 @@ from accelerate import PartialState
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import TrainOutput
 
-from src import flags, runs
+from src import fingerprints, flags, runs
 from src.contract import Task, TrainingRecipe
 from src.devices import best_device, cuda_available, training_precision
 from src.errors import UserError
@@ -129,7 +129,11 @@ def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str
     try:
         trainer.save_model(str(staging))
         info = runs.read_info(runs.checkpoint_dir(output_dir, run_id))
+        inputs = {"data.train_file": settings.data.train_file, "data.eval_file": settings.data.eval_file,
+                  "model.checkpoint": settings.model.checkpoint}  # fmt: skip
         info.update(
+            files=fingerprints.folder_files(staging),  # what the model is made of, checked at every load
+            inputs=fingerprints.local_inputs(inputs),  # what it was made from (evaluate and a task check them)
             finished_at=runs.timestamp(runs.now_utc()),
             world_size=metrics["world_size"],
             max_length=settings.model.max_length,  # serving truncates where training did

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from src.task import TASK
-from tests.helpers.models import copy_run, damaged_model
+from tests.helpers.models import LOAD_DAMAGES, copy_run, damaged_model
 from tests.helpers.processes import (
     free_port,
     only_error_line,
@@ -79,6 +79,23 @@ def test_start_up_refusal_is_one_line_and_exit_2(trained_model: Path, tmp_path: 
     assert str(model) in line if refusal == "damaged-folder" else "--port" in line
     assert "Uvicorn running" not in result.stdout + result.stderr, "nothing was served"
     assert time.monotonic() - started_at < 60
+
+
+@pytest.mark.parametrize("damage", LOAD_DAMAGES)
+def test_a_model_that_loads_but_cannot_answer_is_refused_in_one_line(
+    trained_model: Path, tmp_path: Path, damage: str
+) -> None:
+    """It passes every check of the folder in serve's parent; the worker's probe refuses it as it loads:
+    exit 2, its one line, no traceback, nothing left behind."""
+    model = damaged_model(trained_model, tmp_path, damage)
+    server = start_server(model, *samples.EXACT_SERVING, **{MARK: str(model)})
+    with started(server.process):
+        assert server.process.wait(timeout=120) == 2
+        log = server.output()
+        server.log.unlink()
+    assert "Traceback" not in log
+    assert "NaN or infinite scores on a probe" in only_error_line(log)
+    assert not wait_until_none_with(MARK, str(model), 20)
 
 
 def requests_until_one_fails(server: Server) -> None:

@@ -99,6 +99,31 @@ def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
     assert json.loads(evaluated.stdout)[headline] == pytest.approx(metrics[headline], rel=1e-3)
 
 
+def test_a_smoke_run_with_another_seed_leaves_earlier_runs_as_they_were(tmp_path: Path) -> None:
+    """Each seed's smoke model and data live apart (models/.smoke/seed-N): a second smoke run with another
+    seed leaves the first run's predictions and its evaluation exactly as they were."""
+    assert train_local(tmp_path, fresh=True).returncode == 0
+    [first] = published(tmp_path)
+    run = tmp_path / first["run_id"]
+    source = samples.write_rows(tmp_path / "rows.jsonl", 4)
+    env = clean_env(TRAINING__OUTPUT_DIR=str(tmp_path))
+
+    def answers() -> tuple[str, dict[str, Any]]:
+        output = tmp_path / "answers.jsonl"
+        predicted = run_module("src", "predict", str(source), "-o", str(output), "--force", "--model-dir", str(run),
+                               env=env)  # fmt: skip
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        evaluated = run_module("src", "evaluate", first["run_id"], env=env)
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        return output.read_text(), json.loads(evaluated.stdout)
+
+    before = answers()
+    again = train_local(tmp_path, fresh=True, TRAINING__SEED="7")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(published(tmp_path)) == 2
+    assert answers() == before
+
+
 def test_error_inside_the_training_process_is_one_line(tmp_path: Path) -> None:
     variable, value = samples.BAD_DATA_SETTING  # a column the data does not have
     result = run_module("src", "train-local", "--smoke", env=clean_env(**{variable: value},

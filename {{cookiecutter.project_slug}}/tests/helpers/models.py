@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 from src import smoke_assets
 from src.config import DEFAULT_SETTINGS_FILE, SMOKE_SETTINGS_FILE, Settings, load_settings
 from src.task import TASK
-from tests.helpers.files import truncate
+from tests.helpers.files import republish, set_tensors, truncate
 from tests.task import samples
 
 WEIGHTS = TASK.model_files.weights[0]
@@ -101,14 +102,35 @@ MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
     "config-not-json": lambda model: (model / CONFIG).write_text("{ this is not json", encoding="utf-8"),
     "bad-tokenizer": lambda model: (model / "tokenizer.json").write_text('{"version": "1.0", "model": 42}'),
     "a-file": _replace_with_a_file,
+    "nan-weights": lambda model: set_tensors(model / WEIGHTS, float("nan")),  # a run whose training diverged
+    "weights-rewritten": lambda model: set_tensors(model / WEIGHTS, 0.5),  # complete, finite, not what was trained
     **samples.MODEL_DAMAGES,
 }
 
 
-def damaged_model(run_dir: Path, target: Path, damage: str) -> Path:
+# A run that passes every check of its folder, loads, and cannot answer (as a diverged run would be
+# published): refused as the model loads (a probe input's scores must be finite), so by predict,
+# evaluate and serve's worker, not by serve's parent.
+def _overflowing_weights(model: Path) -> None:
+    set_tensors(model / WEIGHTS, 1e30)  # finite, but nothing computed from them is
+    republish(model)
+
+
+LOAD_DAMAGES: dict[str, Callable[[Path], object]] = {"weights-overflowing": _overflowing_weights}
+# Damages only the run's record of its files (run.json, src/fingerprints.py) can tell: the folder is fine otherwise.
+NEEDS_THE_RECORD = {"weights-rewritten", *samples.NEEDS_THE_RECORD}
+
+
+def damaged_model(run_dir: Path, target: Path, damage: str, record: bool = True) -> Path:
+    """A copy of the run, damaged; without its `record` of its files, as a folder from elsewhere (each
+    check of the folder itself must then refuse the damage)."""
     model = target / "model"
     shutil.copytree(run_dir, model)
-    MODEL_DAMAGES[damage](model)
+    if not record:
+        info = json.loads((model / "run.json").read_text())
+        info.pop("files", None)
+        (model / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    {**MODEL_DAMAGES, **LOAD_DAMAGES}[damage](model)
     return model
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from src.evaluation import evaluate, report
 from src.evaluation.report import EVALUATION
-from tests.helpers.models import MODEL_DAMAGES, smoke_file_settings
+from tests.helpers.models import LOAD_DAMAGES, MODEL_DAMAGES, smoke_file_settings
 from tests.helpers.processes import call, only_error_line
 
 
@@ -47,13 +47,38 @@ def test_evaluate_errors_are_one_line(
     assert re.search(fragment, only_error_line(capsys.readouterr().err))
 
 
-@pytest.mark.parametrize("damage", MODEL_DAMAGES)
+@pytest.mark.parametrize("damage", [*MODEL_DAMAGES, *LOAD_DAMAGES])
 def test_a_damaged_run_is_refused_and_keeps_its_report(
     run_copy: Path, damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kept = {name: (run_copy / name).read_bytes() for name in (report.REPORT, EVALUATION)}
-    MODEL_DAMAGES[damage](run_copy)
+    {**MODEL_DAMAGES, **LOAD_DAMAGES}[damage](run_copy)
     assert call(evaluate.main, "--model-dir", str(run_copy)) == 2
     assert str(run_copy) in only_error_line(capsys.readouterr().err)
     if run_copy.is_dir():  # one damage replaces the whole folder with a file
         assert {name: (run_copy / name).read_bytes() for name in kept} == kept, "report.md and evaluation.json kept"
+
+
+def test_evaluation_data_changed_since_training_is_refused_and_the_report_kept(
+    run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's report is about the data it was evaluated on: changed since (run.json records its sha256),
+    the run's own evaluation is refused; `--data` scores the file as it is now, into a folder of its own."""
+    info = json.loads((run_copy / "run.json").read_text())
+    recorded = info["inputs"]["data.eval_file"]
+    eval_copy = tmp_path / "eval.jsonl"
+    eval_copy.write_bytes(Path(recorded["path"]).read_bytes())
+    info["inputs"]["data.eval_file"]["path"] = str(eval_copy)
+    (run_copy / "run.json").write_text(json.dumps(info))
+    kept = (run_copy / report.REPORT).read_bytes()
+
+    rows = eval_copy.read_text().splitlines()
+    eval_copy.write_text("\n".join(rows[: len(rows) // 2]) + "\n")  # what another smoke build did to the file
+    assert call(evaluate.main, "--model-dir", str(run_copy)) == 2
+    line = only_error_line(capsys.readouterr().err)
+    assert f"{eval_copy} has changed since run {run_copy.name}" in line
+    assert "--data" in line
+    assert (run_copy / report.REPORT).read_bytes() == kept
+
+    assert call(evaluate.main, "--model-dir", str(run_copy), "--data", str(eval_copy)) == 0
+    assert (run_copy / report.REPORT).read_bytes() == kept

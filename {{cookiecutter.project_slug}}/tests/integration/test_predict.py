@@ -12,7 +12,7 @@ import pytest
 from src import tables
 from src.evaluation import predict
 from src.task import TASK
-from tests.helpers.models import MODEL_DAMAGES, damaged_model
+from tests.helpers.models import LOAD_DAMAGES, MODEL_DAMAGES, damaged_model
 from tests.helpers.processes import call, only_error_line
 from tests.task import samples
 
@@ -66,7 +66,7 @@ def test_a_bad_line_stops_it_naming_the_line(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"], "no output, no temporary file"
 
 
-@pytest.mark.parametrize("damage", MODEL_DAMAGES)
+@pytest.mark.parametrize("damage", [*MODEL_DAMAGES, *LOAD_DAMAGES])
 def test_a_model_folder_that_cannot_load_is_refused_like_serve_refuses_it(
     trained_model: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,7 +19,7 @@ import pytest
 from src.config import PROJECT_ROOT, load_settings
 from src.deployment import serve
 from src.task import TASK
-from tests.helpers.models import MODEL_DAMAGES, damaged_model
+from tests.helpers.models import MODEL_DAMAGES, NEEDS_THE_RECORD, damaged_model
 from tests.helpers.processes import call, free_port, group_cpu_seconds, only_error_line
 from tests.helpers.server import Server
 
@@ -180,11 +180,19 @@ def never_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serve, "run_server", serving)
 
 
-@pytest.mark.parametrize("damage", MODEL_DAMAGES)
+@pytest.mark.parametrize(
+    ("damage", "record"),
+    [(damage, True) for damage in MODEL_DAMAGES]
+    + [(damage, False) for damage in MODEL_DAMAGES if damage not in NEEDS_THE_RECORD],
+    ids=lambda value: value if isinstance(value, str) else ("as-published" if value else "no-record-of-its-files"),
+)
 def test_model_folder_that_cannot_serve_is_refused_before_serving(
-    trained_model: Path, tmp_path: Path, damage: str, never_serves: None, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model = damaged_model(trained_model, tmp_path, damage)
+    trained_model: Path, tmp_path: Path, damage: str, record: bool, never_serves: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Each damage, in a run as published (its run.json records its files), and in a folder without that
+    record (a model from elsewhere, a run published that way): then the folder's own checks must refuse it."""
+    model = damaged_model(trained_model, tmp_path, damage, record)
     assert call(serve.main, "--model-dir", str(model), "--port", str(free_port())) == 2
     assert str(model) in only_error_line(capsys.readouterr().err)
 

@@ -12,17 +12,16 @@ Runtime int8 when its export agrees with PyTorch (parity.py), else the next that
 
 from typing import Any
 
-import litserve as ls
-
 from src.config import ServingSettings
 from src.contract import Engine
 from src.deployment import compat
+from src.deployment.worker import WorkerAPI
 from src.task.folder import ClassifierFolder
 from src.task.runtimes import serving_runtime
 from src.task.schemas import ROUTE, Prediction, PredictRequest
 
 
-class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
+class ClassifierAPI(WorkerAPI):
     def __init__(self, model: ClassifierFolder, serving: ServingSettings, engine: Engine, threads: int) -> None:
         batched = serving.max_batch_size > 1
         super().__init__(
@@ -34,7 +33,7 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
         self.runtime = engine.runtime
         self.threads = threads
 
-    def setup(self, device: str) -> None:
+    def load(self, device: str) -> None:
         import torch  # heavy: only in the worker
 
         from src.task.classifier import Classifier

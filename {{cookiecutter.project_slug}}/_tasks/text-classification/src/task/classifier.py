@@ -16,6 +16,7 @@ no longer fit the cache). Outputs do not depend on the number of threads (checke
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +27,14 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from src.model_folder import trained_max_length
+from src.model_folder import fail, trained_max_length
 from src.runs import read_info
 from src.task.onnx_export import onnx_file, onnx_session
 from src.task.runtimes import serving_precision
 from src.task.schemas import Prediction
 
 MICRO_BATCH = 16
+PROBE_TEXT = "A probe: the scores of a model that can answer are finite."
 ONNX_GROUP_TOKENS = 256
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
@@ -97,6 +99,11 @@ class Classifier:
             read_info(Path(model_dir)), self.tokenizer.model_max_length, config.max_position_embeddings
         )
         self.pad_id = self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            (_, (probe,)), *_ = self._run(self.encode([PROBE_TEXT]), [[0]])
+        if not all(math.isfinite(value) for value in probe):
+            raise fail(Path(model_dir), f"{self.runtime} {self.precision} gives NaN or infinite scores on a probe "
+                       "text: every answer would be garbage")  # fmt: skip
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, cut at the trained max_length."""

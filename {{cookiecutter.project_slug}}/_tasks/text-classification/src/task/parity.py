@@ -35,6 +35,7 @@ from src.config import ServingSettings
 from src.contract import Engine
 from src.devices import surely_cpu_only
 from src.errors import UserError
+from src.fingerprints import sha256
 from src.task import onnx_export
 from src.task.folder import ClassifierFolder
 from src.task.runtimes import (
@@ -98,18 +99,10 @@ class Parity:
         )
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fingerprint(model_dir: Path, export: Path, texts: Sequence[str]) -> dict[str, object]:
     """What a parity verdict depends on: the export, the weights it was made from, the texts, the criteria."""
-    weights = {name: _file_hash(model_dir / name) for name in onnx_export.WEIGHT_FILES if (model_dir / name).is_file()}
-    return {"export": _file_hash(export), "weights": weights, "criteria": CRITERIA,
+    weights = {name: sha256(model_dir / name) for name in onnx_export.WEIGHT_FILES if (model_dir / name).is_file()}
+    return {"export": sha256(export), "weights": weights, "criteria": CRITERIA,
             "texts": hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()}  # fmt: skip
 
 

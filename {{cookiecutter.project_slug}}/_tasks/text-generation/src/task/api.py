@@ -19,6 +19,7 @@ from fastapi import BackgroundTasks, HTTPException
 
 from src.config import ServingSettings
 from src.contract import Engine
+from src.deployment.worker import WorkerAPI
 from src.task.folder import RunFolder
 from src.task.schemas import ChatRequest
 
@@ -37,7 +38,7 @@ class ChatSpec(ls.OpenAISpec):  # type: ignore[misc]
         return await super().chat_completion(request, background_tasks)
 
 
-class ChatAPI(ls.LitAPI):  # type: ignore[misc]
+class ChatAPI(WorkerAPI):
     def __init__(self, model: RunFolder, serving: ServingSettings, engine: Engine, threads: int) -> None:
         super().__init__(spec=ChatSpec(serving.max_tokens))
         self.model = model
@@ -45,7 +46,7 @@ class ChatAPI(ls.LitAPI):  # type: ignore[misc]
         self.default_max_tokens = serving.default_max_tokens
         self.threads = threads
 
-    def setup(self, device: str) -> None:
+    def load(self, device: str) -> None:
         import torch  # heavy: only in the worker
 
         from src.task.generator import Generator

@@ -27,7 +27,8 @@ from transformers import (
 )
 
 from src.devices import serving_precision
-from src.task.folder import RunFolder
+from src.model_folder import fail
+from src.task.folder import PROBE_CHAT, RunFolder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STREAM_TIMEOUT_S = 600.0  # the longest wait for the next piece before the worker gives up
@@ -39,13 +40,27 @@ def resolve_precision(requested: str, device_type: str) -> str:
 
 
 def load_model(folder: RunFolder, device: str, precision: str, merge: bool = True) -> tuple[Any, Any]:
-    """The tokenizer and the base model with the adapters: merged into it for serving, or as a PeftModel."""
+    """The tokenizer and the base model with the adapters (merged into it for serving, or as a PeftModel),
+    probed: a model whose scores are not finite is refused (BadModelFolderError)."""
     tokenizer = AutoTokenizer.from_pretrained(folder.path)
     base = AutoModelForCausalLM.from_pretrained(folder.base_model, dtype=DTYPES[precision])
     model: Any = PeftModel.from_pretrained(base, folder.path)
     if merge:
         model = model.merge_and_unload()
-    return tokenizer, model.to(device).eval()
+    model = model.to(device).eval()
+    _probe(tokenizer, model, folder)
+    return tokenizer, model
+
+
+def _probe(tokenizer: Any, model: Any, folder: RunFolder) -> None:
+    """Scores on a short conversation must be finite: NaN or infinite ones mean every answer is garbage."""
+    ids = tokenizer.apply_chat_template(PROBE_CHAT, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]  # fmt: skip
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits
+    if not bool(torch.isfinite(logits).all()):
+        raise fail(folder.path, "the base model with these adapters gives NaN or infinite scores on a probe "
+                   "conversation: every answer would be garbage")  # fmt: skip
 
 
 class _Cancel(StoppingCriteria):

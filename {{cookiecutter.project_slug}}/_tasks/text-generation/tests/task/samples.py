@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.files import set_json
+from tests.helpers.files import set_json, set_tensors
 
 QUESTIONS = [f"What is the opposite of {word}?" for word in ("hot", "big", "fast", "early", "open", "loud")]
 INPUT_COLUMN = "prompt"  # what predict reads of a row (or a conversation in `messages`)
@@ -43,11 +43,34 @@ def _remove_chat_template(model: Path) -> None:
 
 
 # How a chat run can be unfit to serve, besides what every model can suffer (tests/helpers/models.py).
+def _foreign_tokenizer(model: Path) -> None:
+    """Another valid tokenizer: this one with a thousand words more than the base model has embeddings for."""
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocabulary = tokenizer["model"]["vocab"]
+    vocabulary.update({f"word{index}": len(vocabulary) + index for index in range(1000)})
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+
+
+def _misspell_q_proj(name: str) -> str:
+    return name.replace("q_proj", "qq_proj")
+
+
+ADAPTERS = "adapter_model.safetensors"
+# How a chat run can be unfit to serve, besides what every model can suffer (tests/helpers/models.py).
 MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
     "no-chat-template": _remove_chat_template,
+    "chat-template-broken": lambda model: (model / "chat_template.jinja").write_text(
+        "{{ messages[0]['content'] | x }}"
+    ),
     "not-lora": lambda model: set_json(model / "adapter_config.json", peft_type="PREFIX_TUNING"),
+    "lora-alpha-1e30": lambda model: set_json(model / "adapter_config.json", lora_alpha=1e30),
+    "another-rank": lambda model: set_json(model / "adapter_config.json", r=16),
+    "renamed-adapter-tensors": lambda model: set_tensors(model / ADAPTERS, None, lambda name: f"renamed.{name}"),
+    "unknown-target-module": lambda model: set_tensors(model / ADAPTERS, None, _misspell_q_proj),
+    "foreign-tokenizer": _foreign_tokenizer,
     "base-model-gone": lambda model: set_json(model / "run.json", base_model=str(model / "no-such-base")),
 }
+NEEDS_THE_RECORD: set[str] = set()  # each one of these the folder's own checks refuse
 
 
 def check_two_process_run(run_dir: Path, eval_file: Path, metrics: dict[str, Any]) -> None:
