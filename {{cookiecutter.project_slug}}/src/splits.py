@@ -8,6 +8,7 @@ the same examples and compare.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,11 +50,31 @@ def read(data: DataSettings, formats: Mapping[str, str]) -> dict[str, Dataset]:
         if not file.is_file():
             raise DataError(f"data file {file} does not exist: fix data.train_file/eval_file")
     kind = _local_format([data.train_file, data.eval_file], formats)
+    for setting, file in (("data.train_file", data.train_file), ("data.eval_file", data.eval_file)):
+        if file.suffix.lower() == ".jsonl":
+            check_json_lines(setting, file)
     try:
         loaded = load_dataset(kind, data_files={"train": str(data.train_file), "eval": str(data.eval_file)})
     except Exception as error:  # datasets raises many types for unreadable files
         raise DataError(f"cannot read {data.train_file} / {data.eval_file} as {kind}: {error}"[:500]) from None
     return {"train": loaded["train"], "eval": loaded["eval"]}
+
+
+def check_json_lines(setting: str, path: Path) -> None:
+    """Every line of a .jsonl file is one JSON object (datasets' own error names neither the file nor the line)."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip(b"\r\n"))
+            except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python parses
+                problem = {json.JSONDecodeError: getattr(error, "msg", ""), UnicodeDecodeError: "not UTF-8 text"}.get(
+                    type(error), "nested deeper than JSON can be read here"
+                )
+                raise DataError(f"{setting} {path}, line {number}: {problem}: fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{setting} {path}, line {number}: a JSON {type(row).__name__}, not an object")
 
 
 def subset(split: Dataset, name: str, data: DataSettings) -> Dataset:

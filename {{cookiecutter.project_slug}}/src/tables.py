@@ -93,6 +93,10 @@ def _json_object(line: str, source: str, place: str) -> dict[str, Any]:
         raise TableError(f"{source} {place} is empty: every line must be a JSON object with a text")
     try:
         value = json.loads(line)
+    except RecursionError:
+        raise TableError(
+            f"{source} {place}: nested deeper than JSON can be read here: one flat object per line"
+        ) from None
     except ValueError as error:
         raise TableError(f"{source} {place}: not valid JSON ({error}): one JSON object per line") from None
     if not isinstance(value, dict):
@@ -105,6 +109,8 @@ def _json_object(line: str, source: str, place: str) -> dict[str, Any]:
 def _json_array(text: str, source: str) -> Table:
     try:
         values = json.loads(text)
+    except RecursionError:
+        raise TableError(f"{source}: nested deeper than JSON can be read here") from None
     except ValueError as error:
         raise TableError(f"{source}: not valid JSON ({error})") from None
     places = [f"item {number}" for number in range(1, len(values) + 1)]
@@ -171,15 +177,36 @@ def texts(table: Table, column: str, flag: str = "--text-column") -> list[str]:
             problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r:.40})"
             hint = "" if column in row or table.kind == "text" else f" (the row has {sorted(row)[:8]}: pass {flag}?)"
             raise TableError(f"{table.source} {place}: no text in {column!r}: {problem}{hint}")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # the server refuses it too (422)
-            raise TableError(
-                f"{table.source} {place}: the text in {column!r} is not valid Unicode (a lone surrogate such as "
-                "\\ud800): fix or remove the row"
-            ) from None
-        found.append(value)
+        found.append(valid_unicode(value, f"{table.source} {place}: the text in {column!r}"))
     return found
+
+
+def valid_unicode(text: str, what: str) -> str:
+    """`text`, unless it holds a lone surrogate such as \\ud800 (JSON allows one; no tokenizer or file takes it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # the server refuses it too (422)
+        raise TableError(
+            f"{what} is not valid Unicode (a lone surrogate such as \\ud800): fix or remove the row"
+        ) from None
+    return text
+
+
+def check_parquet(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Parquet holds one type per column: say which column mixes types before any answer is computed."""
+    import pyarrow as pa
+
+    try:
+        pa.Table.from_pylist(list(rows))
+    except (pa.ArrowException, TypeError, ValueError):
+        for column in _keys(rows):
+            try:
+                pa.array([row.get(column) for row in rows])
+            except (pa.ArrowException, TypeError, ValueError) as error:
+                kind = type(error).__name__
+                raise TableError(f"-o {path}: column {column!r} mixes kinds of values, which parquet cannot hold "
+                                 f"({kind}): write .jsonl or .json, or fix the column") from None  # fmt: skip
+        raise TableError(f"-o {path}: the rows cannot be written as parquet: write .jsonl or .json") from None
 
 
 def write_table(rows: Sequence[dict[str, Any]], path: Path | None, kind: str) -> None:

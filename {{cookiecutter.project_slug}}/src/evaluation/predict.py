@@ -66,6 +66,8 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     model_dir = model_folder.resolve(serving.model_dir, task.model_files)
     table = tables.read_table(args.input)
     destination, out_kind = output_path(args.input, table.kind, args.output, args.force, prediction.suffix)
+    if out_kind == "parquet" and destination is not None:
+        tables.check_parquet(table.rows, destination)  # the input's columns go out beside the answers
     inputs = prediction.inputs(table, model_dir, args)
     folder = task.inspect(model_dir)  # serve's own start-up check: no transformers traceback, no wrong answers
     if clash := sorted(set(prediction.columns(folder)) & set(table.columns)):

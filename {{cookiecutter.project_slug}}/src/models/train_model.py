@@ -89,6 +89,13 @@ def prepare_run(
         info = runs.read_info(checkpoint_dir) or {"run_id": run_id, "run_name": training.run_name,
                                                    "started_at": runs.timestamp(runs.now_utc())}  # fmt: skip
         runs.write_json(checkpoint_dir / runs.RUN_INFO, info)
+
+        def forget_if_nothing_saved(kind: type[BaseException] | None, *_: object) -> None:
+            # A start refused (bad data, Ctrl-C) before a checkpoint left nothing to resume: no "unfinished run".
+            if kind is not None and not any(checkpoint_dir.glob("checkpoint-*")):
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+        stack.push(forget_if_nothing_saved)
     resume_from = distributed.agree(state, lambda: last_checkpoint(checkpoint_dir, files))
     if resume_from:
         logger.info("Resuming run %s from %s", run_id, resume_from.name)

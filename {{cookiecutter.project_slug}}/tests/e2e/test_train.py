@@ -130,6 +130,7 @@ def test_error_inside_the_training_process_is_one_line(tmp_path: Path) -> None:
                         TRAINING__OUTPUT_DIR=str(with_smoke_assets(tmp_path))))  # fmt: skip
     assert result.returncode == 2
     assert value in only_error_line(result.stderr)
+    assert not runs.unfinished_runs(tmp_path), "a refused start leaves nothing for --resume to pick"
 
 
 @pytest.mark.parametrize(

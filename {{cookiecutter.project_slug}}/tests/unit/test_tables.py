@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from src import tables
 from src.errors import UserError
 from src.evaluation import predict
 from src.task import TASK
+from tests.task import samples
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -127,6 +129,8 @@ ANSWERS = TASK.prediction.suffix  # "predictions", "completions"
         (["{dir}/in.txt", "-o", "{dir}/old.jsonl"], r"old\.jsonl exists: pass --force to replace it"),
         (["{dir}/in.txt", "-o", "{dir}/link.jsonl", "--force"], "is a symbolic link"),
         (["{dir}/twice.csv"], "column 'text' appears twice in the header: rename one"),
+        (["{dir}/nested.jsonl"], "line 2: nested deeper than JSON can be read here"),
+        (["{dir}/mixed.jsonl", "-o", "{dir}/out.parquet"], "column 'n' mixes kinds of values, which parquet cannot"),
     ],
 )
 def test_predict_refuses_before_loading_the_model(
@@ -135,6 +139,10 @@ def test_predict_refuses_before_loading_the_model(
     write(tmp_path / "in.txt", "fine\n")
     write(tmp_path / "old.jsonl", '{"kept": true}\n')
     write(tmp_path / "twice.csv", "text,text\nfirst,second\n")
+    first = json.dumps(samples.rows(1)[0])
+    write(tmp_path / "nested.jsonl", first + "\n" + '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    mixed = [{**row, "n": value} for row, value in zip(samples.rows(2), [1, "one"], strict=True)]
+    write(tmp_path / "mixed.jsonl", "".join(json.dumps(row) + "\n" for row in mixed))
     (tmp_path / "link.jsonl").symlink_to(tmp_path / "old.jsonl")
     before = sorted(path.name for path in tmp_path.iterdir())
     with pytest.raises(UserError, match=problem):

@@ -42,7 +42,7 @@ def conversations(table: tables.Table, model_dir: Path, args: argparse.Namespace
             text = row.get("text") if table.kind == "text" else row.get("prompt")
             if not isinstance(text, str) or not text.strip():
                 raise tables.TableError(f"{where}: the prompt is empty or not text: give some words")
-            found.append([{"role": "user", "content": text}])
+            found.append([{"role": "user", "content": tables.valid_unicode(text, f"{where}: the prompt")}])
             continue
         messages = row.get("messages")
         if messages is None:
@@ -54,7 +54,8 @@ def conversations(table: tables.Table, model_dir: Path, args: argparse.Namespace
                 raise tables.TableError(
                     f'{where}: turn {index} must be {{"role": one of {", ".join(ROLES)}, "content": text}}'
                 )
-        found.append([{"role": turn["role"], "content": turn["content"]} for turn in messages])
+        found.append([{"role": turn["role"], "content": tables.valid_unicode(turn["content"], f"{where}: turn {index}")}
+                      for index, turn in enumerate(messages)])  # fmt: skip
     return found
 
 

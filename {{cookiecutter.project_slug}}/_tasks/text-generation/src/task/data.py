@@ -20,6 +20,7 @@ LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 MESSAGES = "messages"
 ROLES = ("system", "user", "assistant")
 SHOWN = 3  # bad rows named in an error
+MAX_CHARACTERS = 1_000_000  # per conversation: past any context this template trains; tokenizing more costs GBs
 
 
 def turns_problem(messages: object) -> str | None:
@@ -37,18 +38,21 @@ def turns_problem(messages: object) -> str | None:
             return f"turn {index} has role {turn['role']!r} (use {', '.join(ROLES)})"
     if messages[-1]["role"] != "assistant":
         return "the last turn is not the assistant's (nothing to learn from)"
+    if (size := sum(len(turn["content"]) for turn in messages)) > MAX_CHARACTERS:
+        return f"{size:,} characters, more than {MAX_CHARACTERS:,} (longer than a model's context: split it)"
     return None
 
 
-def check_chats(split: Dataset, name: str) -> None:
+def check_chats(split: Dataset, where: str) -> None:
+    """Every conversation of a split as read (rows counted from 1, in the file's order), or one error naming them."""
     bad = []
     for index, messages in enumerate(split[MESSAGES]):
         problem = turns_problem(messages)
         if problem:
-            bad.append(f"row {index}: {problem}")
+            bad.append(f"row {index + 1}: {problem}")
     if bad:
         shown = "; ".join(bad[:SHOWN]) + (f" (and {len(bad) - SHOWN} more)" if len(bad) > SHOWN else "")
-        raise DataError(f"{name} split: {len(bad)} of {len(split)} conversations are malformed: {shown}")
+        raise DataError(f"{where}: {len(bad)} of {len(split)} conversations are malformed: {shown}")
 
 
 def load_splits(data: DataSettings) -> DatasetDict:
@@ -63,9 +67,9 @@ def load_splits(data: DataSettings) -> DatasetDict:
         split = split.select_columns([data.messages_column])
         if data.messages_column != MESSAGES:
             split = split.rename_column(data.messages_column, MESSAGES)
-        split = subset(split, name, data)
-        check_chats(split, name)
-        chosen[name] = split
+        file = data.train_file if name == "train" else data.eval_file
+        check_chats(split, f"data.{name}_file {file}" if data.dataset is None else f"dataset {data.dataset} ({name})")
+        chosen[name] = subset(split, name, data)
     return DatasetDict(chosen)
 
 

@@ -31,6 +31,7 @@ from src.model_folder import fail
 from src.task.folder import PROBE_CHAT, RunFolder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy decoding (and divides the scores into infinities)
 STREAM_TIMEOUT_S = 600.0  # the longest wait for the next piece before the worker gives up
 
 
@@ -134,7 +135,7 @@ class Generator:
             cancel = _Cancel(len(ids))
             input_ids = torch.tensor([ids], device=self.device)
             sampling: dict[str, Any] = {"do_sample": False}
-            if temperature > 0:
+            if temperature >= MIN_TEMPERATURE:
                 sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
             arguments = {
                 "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "max_new_tokens": max_tokens,

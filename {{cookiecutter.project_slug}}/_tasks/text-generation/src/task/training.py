@@ -9,7 +9,8 @@ tokenizer; serving loads the base model and merges the adapters into it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ from src.models.train_model import TrainingError, training_arguments
 from src.task.data import MESSAGES, load_splits
 from src.task.scoring import perplexity, write_run_report
 
+logger = logging.getLogger(__name__)
 TASK = "text-generation"  # run.json: what kind of model the run folder holds
 
 
@@ -37,7 +39,7 @@ def build_trainer(settings: Settings, checkpoint_dir: Path, callbacks: Sequence[
     with reading(settings.data):
         splits = load_splits(settings.data)
     assert set(splits["train"].column_names) == {MESSAGES}  # noqa: S101 - load_splits' contract
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=sft_config(settings, checkpoint_dir),
         train_dataset=splits["train"],
@@ -46,6 +48,22 @@ def build_trainer(settings: Settings, checkpoint_dir: Path, callbacks: Sequence[
         peft_config=lora_config(settings),
         callbacks=list(callbacks),
     )
+    for name, before, after in (("train", splits["train"], trainer.train_dataset),
+                                ("eval", splits["eval"], trainer.eval_dataset)):  # fmt: skip
+        _check_kept(name, len(before), len(cast(Sized, after)), settings.model.max_length, settings.training.packing)
+    return trainer
+
+
+def _check_kept(split: str, given: int, kept: int, max_length: int, packed: bool) -> None:
+    """TRL leaves out a conversation whose assistant turns all lie past max_length: say so, and stop if none is left
+    (packed, the rows are no longer conversations: only none left is known)."""
+    advice = f"raise model.max_length ({max_length} tokens) or shorten the conversations' earlier turns"
+    if kept == 0 and given:
+        raise TrainingError(f"{split} split: in none of its {given} conversations does an assistant turn begin "
+                            f"within model.max_length, so there is nothing to learn from: {advice}")  # fmt: skip
+    if not packed and kept < given:
+        logger.warning("%s split: %d of %d conversations are left out: their assistant turns lie past model.max_length "
+                       "(%d tokens): %s", split, given - kept, given, max_length, advice)  # fmt: skip
 
 
 def lora_config(settings: Settings) -> LoraConfig:

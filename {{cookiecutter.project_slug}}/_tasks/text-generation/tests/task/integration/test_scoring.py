@@ -79,8 +79,13 @@ def test_predict_reads_plain_text_one_prompt_per_line(trained_model: Path, tmp_p
         (['{"messages": []}'], "line 1: 'messages' must be a non-empty list"),
         (['{"prompt": "  "}'], "line 1: the prompt is empty"),
         (['{"prompt": "hi", "completion": "x"}'], "column 'completion' would be overwritten"),
+        (['{"prompt": "a\\ud800b"}'], "line 1: the prompt is not valid Unicode"),
+        (
+            ['{"prompt": "fine"}', '{"messages": [{"role": "user", "content": "\\udfff"}]}'],
+            "line 2: turn 0 is not valid Unicode",
+        ),
     ],
-    ids=["not-json", "no-prompt", "bad-role", "no-turns", "blank", "clash"],
+    ids=["not-json", "no-prompt", "bad-role", "no-turns", "blank", "clash", "lone-surrogate", "lone-surrogate-turn"],
 )
 def test_predict_names_the_bad_line_and_writes_nothing(
     trained_model: Path, tmp_path: Path, lines: list[str], problem: str, capsys: pytest.CaptureFixture[str]
@@ -92,3 +97,16 @@ def test_predict_names_the_bad_line_and_writes_nothing(
     assert problem in only_error_line(capsys.readouterr().err)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [prompts], "no temporary file left"
+
+
+def test_a_temperature_too_small_to_sample_with_is_greedy(trained_model: Path, tmp_path: Path) -> None:
+    """1e-45 is inside 0..2, and dividing the scores by it gives infinities: below 1e-5 the answer is greedy."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": question}) + "\n" for question in QUESTIONS[:3]))
+    answers = {}
+    for temperature in ("0", "1e-45"):
+        out = tmp_path / f"out-{temperature}.jsonl"
+        assert call(predict.main, str(prompts), "-o", str(out), "--model-dir", str(trained_model),
+                    "--temperature", temperature, "--max-tokens", "12") == 0  # fmt: skip
+        answers[temperature] = [json.loads(line)["completion"] for line in out.read_text().splitlines()]
+    assert answers["1e-45"] == answers["0"]

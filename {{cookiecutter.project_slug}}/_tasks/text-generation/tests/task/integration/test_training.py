@@ -4,6 +4,7 @@ and what the chats and the base model must hold."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -75,9 +76,42 @@ def test_malformed_conversations_are_named_before_training(smoke_assets: dict[st
     train_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     settings = smoke_settings(smoke_assets, tmp_path / "runs")
     broken = settings.model_copy(update={"data": settings.data.model_copy(update={"train_file": train_file})})
-    with pytest.raises(DataError, match=r"train split: 2 of \d+ conversations are malformed: row \d+: .*robot"):
+    with pytest.raises(DataError, match=r"data.train_file .*train.jsonl: 2 of \d+ conversations are malformed: "
+                       r"row 4: turn \d has role 'robot'.*; row 8: the last turn is not the assistant's"):  # fmt: skip
         train(broken, TASK)
     assert not list((tmp_path / "runs").glob("smoke-*")), "nothing published"
+    assert not runs.unfinished_runs(tmp_path / "runs"), "no unfinished run for --resume to pick"
+
+
+def test_a_conversation_too_long_to_tokenize_is_named(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in smoke_assets["train"].read_text().splitlines()]
+    rows[5]["messages"][0]["content"] = "word " * 250_000  # 1.25 MB of text: GBs once tokenized
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = smoke_settings(smoke_assets, tmp_path / "runs")
+    broken = settings.model_copy(update={"data": settings.data.model_copy(update={"train_file": train_file})})
+    with pytest.raises(DataError, match=r"row 6: 1,250,\d+ characters, more than 1,000,000"):
+        train(broken, TASK)
+
+
+def test_answers_past_max_length_are_said_and_none_left_stops(
+    smoke_assets: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TRL leaves out a conversation whose assistant turn lies past model.max_length: a warning says how many;
+    when that is every one, one error instead of an IndexError deep in the Trainer."""
+    rows = [json.loads(line) for line in smoke_assets["train"].read_text().splitlines()]
+    long_question = [{"role": "user", "content": "What is the opposite of " + "very " * 200 + "hot?"}]
+    for row in rows[:10]:
+        row["messages"] = long_question + row["messages"][-1:]
+    some, every = tmp_path / "some.jsonl", tmp_path / "every.jsonl"
+    some.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    every.write_text("".join(json.dumps({"messages": long_question + row["messages"][-1:]}) + "\n" for row in rows))
+    settings = smoke_settings(smoke_assets, tmp_path / "runs", max_steps=1, eval_steps=None)
+    with caplog.at_level(logging.WARNING):
+        train(settings.model_copy(update={"data": settings.data.model_copy(update={"train_file": some})}), TASK)
+    assert f"10 of {len(rows)} conversations are left out" in caplog.text
+    with pytest.raises(TrainingError, match=r"train split: in none of its \d+ conversations.*raise model.max_length"):
+        train(settings.model_copy(update={"data": settings.data.model_copy(update={"train_file": every})}), TASK)
 
 
 def test_a_model_without_a_chat_template_is_refused(smoke_assets: dict[str, Path], tmp_path: Path) -> None:
