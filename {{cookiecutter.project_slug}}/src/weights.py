@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.fingerprints import sha256
 from src.runs import TRAINER_STATE
 
 SAFETENSORS = "model.safetensors"
@@ -26,6 +27,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
 CHECKPOINT_FILES = ("optimizer.pt", "scheduler.pt")
 INDEX_SUFFIX = ".index.json"  # an index lists the shards of the weights (its weight_map)
+CHECKPOINT_MANIFEST = "checkpoint_files.json"  # sha256 of a checkpoint's files, written once the Trainer saved it
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,26 @@ def weights_problem(model_dir: Path, files: ModelFiles) -> tuple[Path, str] | No
 
 
 def checkpoint_problem(checkpoint: Path, files: ModelFiles) -> str | None:
-    """Why a Trainer checkpoint cannot be resumed from, or None when it is complete."""
+    """Why a Trainer checkpoint cannot be resumed from, or None when it is complete (and, where training
+    recorded the sha256 of its files in CHECKPOINT_MANIFEST, made of those files)."""
     if not (checkpoint / TRAINER_STATE).is_file():
         return f"{TRAINER_STATE} is missing (the save was cut off)"
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{TRAINER_STATE}: not readable JSON"
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or not isinstance(state.get("log_history"), list):
+        return f"{TRAINER_STATE} holds no global_step and log_history"
+    if checkpoint.name.rsplit("-", 1)[-1] != str(step):
+        return f"{TRAINER_STATE} says step {step}, the folder's name another"
+    manifest = checkpoint / CHECKPOINT_MANIFEST
+    if manifest.is_file() and json_problem(manifest):
+        return f"{CHECKPOINT_MANIFEST}: not readable JSON"
+    recorded = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    for name, digest in recorded.items() if isinstance(recorded, dict) else ():
+        if not (checkpoint / name).is_file() or sha256(checkpoint / name) != digest:
+            return f"{name} is not the file training saved there (its sha256 differs from {CHECKPOINT_MANIFEST})"
     damaged = weights_problem(checkpoint, files)
     if damaged:
         return f"{damaged[0].name}: {damaged[1]}"

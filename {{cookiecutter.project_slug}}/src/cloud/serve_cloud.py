@@ -4,9 +4,10 @@ Builds `sky serve up sky_serve.yaml --service-name <name> --infra <cloud> ...` f
 configs/settings.yaml. By default the replicas serve the newest finished run that
 `uv run train-cloud` wrote to the training bucket; `--run <run id>` picks another run
 there, and `--model-dir <folder>` uploads a model folder from this machine instead (after
-the same check `uv run serve` makes). The spec is validated offline with SkyPilot's own
-schema, then the cloud's credentials, then it hands over to `sky`; `--dry-run` stops after
-the schema check and prints the command. The API key (LIT_SERVER_API_KEY) goes to the
+the same check `uv run serve` makes), with the base model it loads beside it when that is a
+local folder (a LoRA run's base model: the replicas could not find it otherwise). The spec is
+validated offline with SkyPilot's own schema, then the cloud's credentials, then it hands over
+to `sky`; `--dry-run` stops after the schema check and prints the command. The API key (LIT_SERVER_API_KEY) goes to the
 replicas as a secret, by name only. Local `SECTION__FIELD` overrides (SERVING__PRECISION=fp32,
 ...) reach the replicas with `--env`, as with train-cloud. Unknown arguments pass to sky.
 """
@@ -14,8 +15,10 @@ replicas as a secret, by name only. Local `SECTION__FIELD` overrides (SERVING__P
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,34 +31,51 @@ from src import flags, model_folder
 from src.cloud.train_cloud import CloudError, forwarded_env, hand_over_to_sky, validate_task
 from src.contract import Task
 from src.deployment.http_guard import API_KEY_ENV
-from src.runs import LATEST
+from src.runs import LATEST, RUN_INFO
 from src.settings import Settings, load_settings
 
 BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
 UPLOADED_MODEL = "/model"
+UPLOADED_BASE = "/base-model"  # a LoRA run's base model, when it is a local folder
 MODEL_DIR_ENV = "SERVING__MODEL_DIR"
 
 
-def model_source(args: argparse.Namespace, task: Task[Any]) -> tuple[str, Path | None]:
-    """(model folder on the replicas, local folder to upload or None)."""
+def model_source(args: argparse.Namespace, task: Task[Any]) -> tuple[str, dict[str, Path]]:
+    """(model folder on the replicas, {replica path: local folder} to upload)."""
     if args.model_dir is not None:
-        folder = task.inspect(model_folder.resolve(args.model_dir.expanduser().resolve(), task.model_files)).path
-        return UPLOADED_MODEL, folder
+        folder = task.inspect(model_folder.resolve(args.model_dir.expanduser().resolve(), task.model_files))
+        base = task.serving.local_base(folder)
+        if base is None:
+            return UPLOADED_MODEL, {UPLOADED_MODEL: folder.path}
+        return UPLOADED_MODEL, {UPLOADED_MODEL: with_base_at(folder.path, base, UPLOADED_BASE), UPLOADED_BASE: base}
     if args.run is not None:
         run = str(args.run)
         if run in {"", ".", ".."} or "/" in run or run.startswith("."):
             raise CloudError(f"--run {run!r}: give a run id such as smoke-20261202-153000 (see `uv run compare`)")
-        return f"{BUCKET_MODELS}/{run}", None
-    return f"{BUCKET_MODELS}/{LATEST}", None
+        return f"{BUCKET_MODELS}/{run}", {}
+    return f"{BUCKET_MODELS}/{LATEST}", {}
 
 
-def spec_with_upload(service_file: Path, folder: Path) -> Path:
-    """A copy of the service file that also uploads `folder` to the replicas."""
+def with_base_at(run: Path, base: Path, replica_path: str) -> Path:
+    """A copy of `run` whose run.json names its base model where the replicas find it (the recorded
+    fingerprint of the base model's files still holds: the same files, somewhere else)."""
+    copy = Path(tempfile.mkdtemp(prefix="serve-cloud-run-")) / run.name
+    shutil.copytree(run, copy, symlinks=False)
+    info = model_folder.run_info(copy)
+    info["base_model"] = replica_path
+    if isinstance(recorded := info.get("inputs", {}).get("model.checkpoint"), dict):
+        recorded["path"] = replica_path
+    (copy / RUN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return copy
+
+
+def spec_with_upload(service_file: Path, uploads: Mapping[str, Path]) -> Path:
+    """A copy of the service file that also uploads each local folder to its path on the replicas."""
     spec = yaml.safe_load(service_file.read_text(encoding="utf-8"))
     if not isinstance(spec, dict):
         raise CloudError(f"{service_file}: expected a SkyPilot service spec (a mapping)")
     spec["workdir"] = str(service_file.parent.resolve())  # the copy lives elsewhere
-    spec.setdefault("file_mounts", {})[UPLOADED_MODEL] = str(folder)
+    spec.setdefault("file_mounts", {}).update({remote: str(local) for remote, local in uploads.items()})
     target = Path(tempfile.mkdtemp(prefix="serve-cloud-")) / service_file.name
     target.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return target
@@ -84,9 +104,9 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     settings = load_settings(task.settings, flags=flags.SERVE_CLOUD.settings_flags(args))
     service_file = settings.cloud.service_file
     validate_task(service_file, setting="cloud.service_file")
-    model_dir, upload = model_source(args, task)
-    spec = service_file if upload is None else spec_with_upload(service_file, upload)
-    if upload is not None:
+    model_dir, uploads = model_source(args, task)
+    spec = spec_with_upload(service_file, uploads) if uploads else service_file
+    if uploads:
         validate_task(spec, setting="cloud.service_file")
     command = build_command(settings, spec, model_dir, passthrough, os.environ)
     if args.dry_run:

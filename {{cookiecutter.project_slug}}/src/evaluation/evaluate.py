@@ -48,7 +48,8 @@ def run_data(run_dir: Path, schema: type[AnyData], data_file: Path | None = None
     try:
         return schema.model_validate(stored)
     except ValidationError as error:
-        raise UserError(f"{run_dir / RUN_SETTINGS}: data section is invalid: {error}"[:500]) from None
+        problems = "; ".join(f"data.{'.'.join(map(str, found['loc']))}: {found['msg']}" for found in error.errors())
+        raise UserError(f"{run_dir / RUN_SETTINGS}: {problems}: evaluate on a file with --data FILE"[:500]) from None
 
 
 def offline_unless_reachable(dataset: str | None) -> None:

@@ -1,12 +1,18 @@
-"""Which Trainer checkpoint an unfinished run resumes from (src/weights.py says what is complete)."""
+"""Which Trainer checkpoint an unfinished run resumes from (src/weights.py says what is complete), and the
+record of each checkpoint's files that lets a resume tell a swapped file (ManifestCallback)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
-from src.weights import ModelFiles, checkpoint_problem
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from src import runs
+from src.fingerprints import sha256
+from src.weights import CHECKPOINT_MANIFEST, ModelFiles, checkpoint_problem
 
 logger = logging.getLogger(__name__)
 DAMAGED_PREFIX = "damaged-"
@@ -32,3 +38,17 @@ def last_checkpoint(checkpoint_dir: Path, files: ModelFiles) -> Path | None:
         candidate.rename(aside)
         logger.warning("Checkpoint %s is damaged (%s): set aside as %s", candidate, problem, aside.name)
     return None
+
+
+class ManifestCallback(TrainerCallback):
+    """Once the Trainer has saved a checkpoint, record the sha256 of its files (main process): a resume then
+    sets aside a checkpoint whose optimizer, scheduler or weights were swapped for another file. The random
+    states each process writes for itself are left out (they may still be written)."""
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        checkpoint = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if not state.is_world_process_zero or not checkpoint.is_dir():
+            return
+        files = {path.name: sha256(path) for path in sorted(checkpoint.iterdir())
+                 if path.is_file() and not path.name.startswith(("rng_state", CHECKPOINT_MANIFEST))}  # fmt: skip
+        runs.write_json(checkpoint / CHECKPOINT_MANIFEST, files)

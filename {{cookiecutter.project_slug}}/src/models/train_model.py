@@ -32,7 +32,7 @@ from src.contract import Task, TrainingRecipe
 from src.devices import best_device, cuda_available, training_precision
 from src.errors import UserError
 from src.models import distributed, train_local
-from src.models.checkpoints import checkpoint_step, last_checkpoint
+from src.models.checkpoints import ManifestCallback, checkpoint_step, last_checkpoint
 from src.models.supervisor import exit_with_the_launcher
 from src.settings import Settings, TrainingSettings
 from src.weights import ModelFiles
@@ -65,7 +65,7 @@ def train(
     with contextlib.ExitStack() as stack:
         run = prepare_run(state, settings, task.model_files, resume, environ, stack)
         with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
-            trainer = recipe.build_trainer(settings, run.checkpoint_dir, callbacks)
+            trainer = recipe.build_trainer(settings, run.checkpoint_dir, [ManifestCallback(), *callbacks])
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
         metrics = collect_metrics(trainer, result, run, settings.training, environ, recipe)
         if state.is_main_process:

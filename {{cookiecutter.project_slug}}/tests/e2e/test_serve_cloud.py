@@ -6,6 +6,7 @@ and each test that touches sky asserts that no API server is left running.
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from src.config import load_settings
 from src.task import TASK
+from tests.helpers.models import WEIGHTS
 from tests.helpers.processes import only_error_line, run_module, sky_api_servers
 from tests.helpers.sky import needs_sky, sky_env
 
@@ -100,8 +103,16 @@ def test_dry_run_uploads_a_local_model_folder(tmp_path: Path, trained_model: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     command = shlex.split(result.stdout)
     assert "SERVING__MODEL_DIR=/model" in command
-    spec = Path(command[3]).read_text(encoding="utf-8")
-    assert f"/model: {trained_model}" in spec
+    mounts = yaml.safe_load(Path(command[3]).read_text(encoding="utf-8"))["file_mounts"]
+    base = TASK.serving.local_base(TASK.inspect(trained_model))
+    if base is None:  # the model is the run folder alone
+        assert mounts == {"/model": str(trained_model)}
+    else:  # a LoRA run on a local base model: the replicas get both, and the run names the base where it will be
+        assert mounts["/base-model"] == str(base)
+        uploaded = Path(mounts["/model"])
+        assert (uploaded / WEIGHTS).read_bytes() == (trained_model / WEIGHTS).read_bytes()
+        info = json.loads((uploaded / "run.json").read_text())
+        assert info["base_model"] == info["inputs"]["model.checkpoint"]["path"] == "/base-model"
 
 
 @needs_sky

@@ -143,4 +143,9 @@ CHECKPOINT_DAMAGES: dict[str, Callable[[Path], object]] = {
     "bad-rng-state": lambda checkpoint: truncate(next(checkpoint.glob("rng_state*.pth"))),
     "missing-scheduler": lambda checkpoint: (checkpoint / "scheduler.pt").unlink(),
     "missing-config": lambda checkpoint: (checkpoint / CONFIG).unlink(),
+    "empty-trainer-state": lambda checkpoint: (checkpoint / "trainer_state.json").write_text("{}"),
+    # A valid torch archive, not this checkpoint's optimizer state: only the checkpoint's record tells.
+    "optimizer-of-another-file": lambda checkpoint: shutil.copy(
+        checkpoint / "scheduler.pt", checkpoint / "optimizer.pt"
+    ),
 }

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from src.evaluation import evaluate, report
 from src.evaluation.report import EVALUATION
@@ -82,3 +83,16 @@ def test_evaluation_data_changed_since_training_is_refused_and_the_report_kept(
 
     assert call(evaluate.main, "--model-dir", str(run_copy), "--data", str(eval_copy)) == 0
     assert (run_copy / report.REPORT).read_bytes() == kept
+
+
+def test_a_bad_value_in_the_runs_stored_settings_is_one_line(
+    run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = run_copy / "settings.yaml"
+    settings = yaml.safe_load(stored.read_text())
+    settings["data"]["max_eval_samples"] = -3
+    stored.write_text(yaml.safe_dump(settings))
+    assert call(evaluate.main, "--model-dir", str(run_copy)) == 2
+    line = only_error_line(capsys.readouterr().err)
+    assert "data.max_eval_samples: Input should be greater than or equal to 1" in line
+    assert "--data" in line

@@ -10,6 +10,7 @@ that import torch or LitServe are loaded by the commands that use them.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src import contract, flags
@@ -63,6 +64,12 @@ def choose(serving: ServingSettings, folder: RunFolder) -> contract.Engine:
     )
 
 
+def local_base(folder: RunFolder) -> Path | None:
+    """The base model, when it is a folder on this machine (a replica has to be sent it with the adapters)."""
+    base = Path(folder.base_model).expanduser()
+    return base if folder.base_model.startswith(("/", "./", "../", "~")) and base.is_dir() else None
+
+
 def build_api(folder: RunFolder, serving: ServingSettings, engine: contract.Engine, threads: int) -> ChatAPI:
     from src.task.api import ChatAPI  # litserve: only for the server
 
@@ -92,7 +99,7 @@ TASK = contract.Task[RunFolder](
         contract.Metric("eval_loss", "eval loss", higher_is_better=False),
     ),
     training=load_training,
-    serving=contract.Serving(SERVE, ROUTE, EXAMPLE, choose, build_api, describe),
+    serving=contract.Serving(SERVE, ROUTE, EXAMPLE, choose, build_api, describe, local_base),
     evaluation=contract.Evaluation(EVALUATE, load_evaluation),
     prediction=contract.Prediction(PREDICT, "completions", conversations, lambda folder: ADDED, load_prediction),
 )
