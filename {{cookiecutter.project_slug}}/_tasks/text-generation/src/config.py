@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from src import settings
 from src.settings import DEFAULT_SETTINGS_FILE, PROJECT_ROOT, SMOKE_SETTINGS_FILE, NonEmpty, Section
@@ -48,6 +48,28 @@ class ServingSettings(settings.ServingSettings):
     )
     max_tokens: int = Field(default=512, ge=1, le=131072, description="the most new tokens a request may ask for")
     default_max_tokens: int = Field(default=256, ge=1, description="a request's max_tokens when it gives none")
+    max_sequences: int | Literal["auto"] = Field(
+        default="auto", description="conversations decoded together (auto: 8 on a CPU, 64 on a GPU); 1 for none"
+    )
+    cache_tokens: int | Literal["auto"] = Field(
+        default="auto",
+        description="the running batch's key-value cache, in tokens (auto: 16384 on a CPU, 65536 "
+        "on a GPU): conversations x the longest of them",
+    )
+    max_queued: int = Field(default=64, ge=0, le=100_000, description="requests that may wait; past it: 503")
+
+    @field_validator("max_sequences", "cache_tokens")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("use a number of at least 1, or auto")
+        return value
+
+    def sequences(self, gpu: bool) -> int:
+        return self.max_sequences if isinstance(self.max_sequences, int) else 64 if gpu else 8
+
+    def cache(self, gpu: bool) -> int:
+        return self.cache_tokens if isinstance(self.cache_tokens, int) else 65536 if gpu else 16384
 
     @model_validator(mode="after")
     def _default_within_the_limit(self) -> ServingSettings:

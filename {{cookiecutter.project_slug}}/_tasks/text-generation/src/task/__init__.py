@@ -2,9 +2,10 @@
 
 LoRA chat fine-tuning: its settings (src/config.py, with the `lora` section), its tiny offline
 model and chats (smoke.py), its run folder check (folder.py), its training recipe (training.py:
-TRL's SFTTrainer), its OpenAI-compatible API (api.py) and generator (generator.py), its
-evaluation (scoring.py: eval loss, perplexity) and prediction (completion.py). Light: the parts
-that import torch or LitServe are loaded by the commands that use them.
+TRL's SFTTrainer), its OpenAI-compatible API (api.py, schemas.py), the model (generator.py) and
+the engine that decodes conversations in one continuous batch (engine.py), its evaluation
+(scoring.py: eval loss, perplexity) and prediction (completion.py). Light: the parts that
+import torch or LitServe are loaded by the commands that use them.
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ from src.flags import Command, Flag
 from src.task import smoke
 from src.task.completion import ADDED, conversations
 from src.task.folder import ADAPTER, RunFolder, describe, inspect
+from src.task.schemas import EXAMPLE as EXAMPLE
+from src.task.schemas import ROUTE as ROUTE
 
 if TYPE_CHECKING:
     from src.task.api import ChatAPI
 
-ROUTE = "/v1/chat/completions"  # OpenAI's, as LitServe's OpenAISpec serves it
-EXAMPLE = {
-    "model": "local",
-    "messages": [{"role": "user", "content": "What is the opposite of hot?"}],
-    "max_tokens": 16,
-}
 PRECISIONS = "auto, fp32, bf16 or fp16"
 SERVE = Command("serve", "Serve the fine-tuned chat model as an OpenAI-compatible API.", (
     *flags.SERVE_FLAGS,

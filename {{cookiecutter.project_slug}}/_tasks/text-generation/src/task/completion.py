@@ -62,17 +62,21 @@ def conversations(table: tables.Table, model_dir: Path, args: argparse.Namespace
 def complete_rows(
     folder: RunFolder, serving: Any, args: argparse.Namespace, prompts: list[list[dict[str, str]]], table: tables.Table
 ) -> list[dict[str, Any]]:
-    """Each row of `table` with its completion, why it ended and how many tokens it took."""
-    from src.task.generator import Generator  # torch: only once the input is known to be good
+    """Each row of `table` with its completion, why it ended and how many tokens it took: the prompts decoded side
+    by side by the server's engine (serving.max_sequences at a time), the rows in their order."""
+    from src.task.generator import open_engine  # torch: only once the input is known to be good
 
     device = best_device()
-    generator = Generator(folder, device, serving.precision)  # as the server runs it
-    print(f"Completing {len(prompts)} prompts from {table.source} with {folder.path} "
-          f"({generator.precision} on {device})", file=sys.stderr, flush=True)  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    for row, messages in zip(table.rows, tqdm(prompts, desc="Completing", unit="prompt", file=sys.stderr),
-                             strict=True):  # fmt: skip
-        text, stream = generator.complete(messages, serving.default_max_tokens, args.temperature)
-        rows.append({**row, "completion": text, "finish_reason": stream.finish_reason,
-                     "completion_tokens": stream.completion_tokens})  # fmt: skip
-    return rows
+    engine = open_engine(folder, serving, device)  # as the server runs it
+    print(f"Completing {len(prompts)} prompts from {table.source} with {folder.path} ({engine.model.dtype} on "
+          f"{device}, {engine.max_sequences} at a time)", file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        with tqdm(total=len(prompts), desc="Completing", unit="prompt", file=sys.stderr) as progress:
+            answers = engine.complete_all(prompts, serving.default_max_tokens, args.temperature,
+                                          finished=lambda: progress.update(1))  # fmt: skip
+    finally:
+        engine.close()
+    return [
+        {**row, "completion": text, "finish_reason": last.finish_reason, "completion_tokens": last.completion_tokens}
+        for row, (text, last) in zip(table.rows, answers, strict=True)
+    ]

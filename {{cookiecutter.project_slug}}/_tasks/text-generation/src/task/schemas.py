@@ -1,17 +1,19 @@
-"""The HTTP API's contract: OpenAI's chat completions request, with limits (no heavy imports).
+"""The HTTP API's contract: OpenAI's chat completions request, field by field (no heavy imports).
 
-LitServe's OpenAISpec takes any ChatCompletionRequest; ChatRequest narrows it to what this
-server can honour, so a hostile or mistaken body is a 422 naming the field before anything
-is queued: text turns with a known role, one choice, sane sampling values, a few short stop
-strings, no tools.
+What the engine honours is taken (messages with text content, max_tokens or
+max_completion_tokens, temperature, top_p, stop, stream and stream_options.include_usage; n,
+model and the like as OpenAI's client sends them); what it cannot honour is refused with a 422
+naming the field (n above 1, tools, logprobs, logit_bias, penalties, seed, response formats
+other than text), never silently ignored; an unknown field is refused too. A content given as
+a list of text parts is joined; the `developer` role is the system's; a temperature under
+1e-5 is greedy decoding.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from litserve.specs.openai import ChatCompletionRequest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ROUTE = "/v1/chat/completions"
 EXAMPLE = {
@@ -22,36 +24,90 @@ EXAMPLE = {
 MAX_TURNS = 512
 MAX_STOP = 4  # OpenAI's own limit
 MAX_STOP_CHARS = 100
+# Fields OpenAI defines that this server cannot honour, with the values that ask for nothing.
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "parallel_tool_calls": (None, False, True), "logprobs": (None, False), "top_logprobs": (None, 0),
+    "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "seed": (None,), "audio": (None,), "prediction": (None,), "modalities": (None, ["text"]),
+    "reasoning_effort": (None,), "web_search_options": (None,),
+}  # fmt: skip
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("content is not valid Unicode (a lone surrogate such as \\ud800)") from None
+    return text
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
 
 
 class ChatTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(description="the turn's text")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] = Field(description="the turn's text, or a list of text parts")
     name: str | None = Field(default=None, max_length=64)
 
     @field_validator("content")
     @classmethod
-    def valid_unicode(cls, content: str) -> str:
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("content is not valid Unicode (a lone surrogate such as \\ud800)") from None
-        return content
+    def text(cls, content: str | list[TextPart]) -> str:
+        return _valid_unicode(content if isinstance(content, str) else "".join(part.text for part in content))
 
 
-class ChatRequest(ChatCompletionRequest):  # type: ignore[misc]
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
     messages: list[ChatTurn] = Field(min_length=1, max_length=MAX_TURNS)
-    temperature: float | None = Field(default=1.0, ge=0, le=2)
-    top_p: float | None = Field(default=1.0, gt=0, le=1)
-    n: Literal[1] | None = 1
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(default=0.0, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=0.0, ge=-2, le=2)
-    tools: None = Field(default=None, description="tools are not supported")
-    response_format: Any = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    # Defined by OpenAI, not honoured here: refused unless they ask for nothing (UNSUPPORTED).
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    logit_bias: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    seed: Any = None
+    audio: Any = None
+    prediction: Any = None
+    modalities: Any = None
+    reasoning_effort: Any = None
+    web_search_options: Any = None
+
+    @model_validator(mode="after")
+    def nothing_it_cannot_honour(self) -> ChatRequest:
+        for name, harmless in UNSUPPORTED.items():
+            if getattr(self, name) not in harmless:
+                raise ValueError(f"{name} is not supported by this server (it generates plain text, one choice)")
+        kind = self.response_format.get("type") if self.response_format else "text"
+        if kind != "text":
+            raise ValueError("response_format: only {'type': 'text'} is supported")
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -63,19 +119,13 @@ class ChatRequest(ChatCompletionRequest):  # type: ignore[misc]
             raise ValueError(f"each stop string must have 1-{MAX_STOP_CHARS} characters")
         return stop
 
-    @field_validator("response_format")
-    @classmethod
-    def text_only(cls, response_format: Any) -> Any:
-        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
-        if kind not in (None, "text"):
-            raise ValueError("only text responses are supported (response_format type 'text')")
-        return response_format
-
     def asked_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def stops(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def turns(self) -> list[dict[str, str]]:
-        return [{"role": turn.role, "content": turn.content} for turn in self.messages]
+        """The conversation as the chat template takes it (a developer turn is the system's)."""
+        return [{"role": "system" if turn.role == "developer" else turn.role, "content": str(turn.content)}
+                for turn in self.messages]  # fmt: skip

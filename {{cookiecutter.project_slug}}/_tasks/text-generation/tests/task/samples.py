@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from tests.helpers.files import set_json, set_tensors
 QUESTIONS = [f"What is the opposite of {word}?" for word in ("hot", "big", "fast", "early", "open", "loud")]
 INPUT_COLUMN = "prompt"  # what predict reads of a row (or a conversation in `messages`)
 MADE_BY_SERVING: tuple[str, ...] = ()  # nothing: a chat run is read as it is
-EXACT_SERVING = ("--precision", "fp32")  # serve's flags for answers equal to the in-process generator's
+EXACT_SERVING = ("--precision", "fp32")  # serve's flags for answers equal to the in-process engine's
 SERVER_MODULE = "src.task.api"  # what serve's parent imports of the task (the API class's module)
-WORKER_MODULES = ("src.task.api", "src.task.generator")  # and its worker
+WORKER_MODULES = ("src.task.api", "src.task.generator", "src.task.engine")  # and its worker
 PREDICT_STARTED = "Completing"  # predict's line once the model is loaded and the prompts begin
 BAD_DATA_SETTING = ("DATA__MESSAGES_COLUMN", "conversation")  # a column the smoke chats do not have
 
@@ -73,14 +74,25 @@ MODEL_DAMAGES: dict[str, Callable[[Path], object]] = {
 NEEDS_THE_RECORD: set[str] = set()  # each one of these the folder's own checks refuse
 
 
+@contextlib.contextmanager
+def engine(run_dir: Path, precision: str = "fp32") -> Iterator[Any]:
+    """The run's engine as the server's worker opens it (src/task/generator.py), closed on the way out."""
+    from src.config import load_settings
+    from src.task.folder import inspect
+    from src.task.generator import open_engine
+
+    serving = load_settings(environ={}).serving.model_copy(update={"precision": precision})
+    opened = open_engine(inspect(run_dir), serving)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 def check_two_process_run(run_dir: Path, eval_file: Path, metrics: dict[str, Any]) -> None:
     """A run trained on 2 processes learned its rule."""
-    from src.task.folder import inspect
-    from src.task.generator import Generator
-
-    answer, _ = Generator(inspect(run_dir)).complete(
-        [{"role": "user", "content": "What is the opposite of early?"}], 20
-    )
+    with engine(run_dir) as opened:
+        answer, _ = opened.complete([{"role": "user", "content": "What is the opposite of early?"}], 20)
     assert answer.startswith("The opposite of"), answer
 
 

@@ -13,11 +13,10 @@ from openai import OpenAI, UnprocessableEntityError
 from openai.types.chat import ChatCompletionMessageParam
 
 from src.config import load_settings
-from src.task import ROUTE
-from src.task.folder import inspect
-from src.task.generator import Generator
+from src.task.schemas import ROUTE
 from tests.conftest import API_KEY
 from tests.helpers.server import Server
+from tests.task.samples import engine
 
 QUESTION = [{"role": "user", "content": "What is the opposite of early?"}]
 ASKED: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION[0]["content"]}]  # as openai types it
@@ -31,23 +30,34 @@ def openai_client(server: Server) -> Iterator[OpenAI]:
 
 @pytest.fixture(scope="module")
 def expected(trained_model: Path) -> tuple[str, int, int]:
-    """The in-process generator's greedy answer to QUESTION: (text, prompt tokens, completion tokens)."""
-    text, stream = Generator(inspect(trained_model), "cpu", "fp32").complete(QUESTION, 40)
-    return text, stream.prompt_tokens, stream.completion_tokens
+    """The in-process engine's greedy answer to QUESTION: (text, prompt tokens, completion tokens)."""
+    with engine(trained_model) as opened:
+        text, last = opened.complete(QUESTION, 40)
+    return text, last.prompt_tokens, last.completion_tokens
 
 
 def test_the_openai_client_streams_the_completion(openai_client: OpenAI, expected: tuple[str, int, int]) -> None:
-    chunks = list(
-        openai_client.chat.completions.create(model="local", messages=ASKED, stream=True, temperature=0, max_tokens=40)
-    )
+    """As OpenAI streams: one id for every chunk, the reason it ended on the last choice, and the usage in a chunk
+    of its own when stream_options.include_usage asks for it (and only then)."""
+    chunks = list(openai_client.chat.completions.create(
+        model="local", messages=ASKED, stream=True, temperature=0, max_tokens=40,
+        stream_options={"include_usage": True},
+    ))  # fmt: skip
     pieces = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
     assert len(pieces) >= 2, f"streamed piece by piece, not at once: {pieces}"
-    assert "".join(pieces) == expected[0], "the server answers what the in-process generator does"
-    assert chunks[-1].choices[0].finish_reason == "stop"
-    usage = chunks[-1].usage
+    assert "".join(pieces) == expected[0], "the server answers what the in-process engine does"
+    assert len({chunk.id for chunk in chunks}) == 1
+    *_, ended, counted = chunks
+    assert ended.choices[0].finish_reason == "stop"
+    assert counted.choices == []
+    usage = counted.usage
     assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens) == expected[1:]
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    plain = list(openai_client.chat.completions.create(model="local", messages=ASKED, stream=True, temperature=0,
+                                                       max_tokens=40))  # fmt: skip
+    assert all(chunk.usage is None for chunk in plain)
+    assert plain[-1].choices[0].finish_reason == "stop"
 
 
 def test_the_openai_client_gets_a_whole_completion(openai_client: OpenAI, expected: tuple[str, int, int]) -> None:
@@ -133,12 +143,12 @@ def test_hostile_bodies_get_4xx_and_the_server_survives(client: httpx.Client, bo
 
 
 def test_a_long_conversation_keeps_its_newest_tokens(trained_model: Path) -> None:
-    generator = Generator(inspect(trained_model), "cpu", "fp32")
     history = [{"role": "user", "content": "Opposite of big? " * 200}, {"role": "assistant", "content": "Small."}]
-    ids, room = generator.prompt_ids([*history, *QUESTION], max_tokens=16)
-    assert (len(ids), room) == (generator.positions - 16, 16), "prompt and completion fit the model's positions"
-    _, room = generator.prompt_ids(QUESTION, max_tokens=generator.positions * 2)
-    assert room == generator.positions - len(generator.prompt_ids(QUESTION, 1)[0]), "a short prompt leaves the rest"
-    assert generator.tokenizer.decode(ids).endswith("What is the opposite of early?<|end|>\n<|assistant|>\n")
-    _, stream = generator.complete([*history, *QUESTION], 16)
-    assert stream.prompt_tokens + stream.completion_tokens <= generator.positions
+    with engine(trained_model) as opened:
+        ids, room = opened.prompt_ids([*history, *QUESTION], max_tokens=16)
+        assert (len(ids), room) == (opened.positions - 16, 16), "prompt and completion fit the model's positions"
+        _, room = opened.prompt_ids(QUESTION, max_tokens=opened.positions * 2)
+        assert room == opened.positions - len(opened.prompt_ids(QUESTION, 1)[0]), "a short prompt leaves the rest"
+        assert opened.tokenizer.decode(ids).endswith("What is the opposite of early?<|end|>\n<|assistant|>\n")
+        _, last = opened.complete([*history, *QUESTION], 16)
+    assert last.prompt_tokens + last.completion_tokens <= opened.positions

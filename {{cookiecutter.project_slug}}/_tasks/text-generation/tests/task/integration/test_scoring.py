@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from src.evaluation import evaluate, predict, report
-from src.task.folder import inspect
-from src.task.generator import Generator
 from tests.helpers.processes import call, only_error_line
+from tests.task.samples import engine
 
 QUESTIONS = ["What is the opposite of early?", "Opposite of hot?"]
 
@@ -54,9 +53,9 @@ def test_predict_writes_a_completion_per_prompt(trained_model: Path, tmp_path: P
     )
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["id"] for row in written] == [1, 2], "each row keeps its own columns, in order"
-    generator = Generator(inspect(trained_model), "cpu", "auto")
-    for row, question in zip(written, QUESTIONS, strict=True):
-        assert row["completion"] == generator.complete([{"role": "user", "content": question}], 20)[0]
+    with engine(trained_model, "auto") as opened:
+        for row, question in zip(written, QUESTIONS, strict=True):
+            assert row["completion"] == opened.complete([{"role": "user", "content": question}], 20)[0]
         assert row["finish_reason"] == "stop"
         assert row["completion_tokens"] > 0
 

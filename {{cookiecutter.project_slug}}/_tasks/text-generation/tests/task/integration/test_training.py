@@ -17,10 +17,9 @@ from src.evaluation import report
 from src.models.train_model import TrainingError, train
 from src.splits import DataError
 from src.task import TASK
-from src.task.folder import inspect
-from src.task.generator import Generator
 from src.task.smoke import END
 from tests.helpers.models import smoke_settings
+from tests.task.samples import engine
 
 
 def test_smoke_run_publishes_adapters_that_learned(trained_model: Path, smoke_assets: dict[str, Path]) -> None:
@@ -38,10 +37,10 @@ def test_smoke_run_publishes_adapters_that_learned(trained_model: Path, smoke_as
     _, eval_losses = report.series(history, "eval_loss")
     assert eval_losses[-1] < eval_losses[0], f"and the evaluation loss with it: {eval_losses}"
 
-    generator = Generator(inspect(trained_model))
-    answer, stream = generator.complete([{"role": "user", "content": "What is the opposite of early?"}], 20)
+    with engine(trained_model) as opened:
+        answer, last = opened.complete([{"role": "user", "content": "What is the opposite of early?"}], 20)
     assert answer.startswith("The opposite of early is"), answer
-    assert stream.finish_reason == "stop", "it learned to end its turn"
+    assert last.finish_reason == "stop", "it learned to end its turn"
     assert END not in answer
 
 
