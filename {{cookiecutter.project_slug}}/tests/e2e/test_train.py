@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
-from src import runs, smoke_assets
+from src import flags, runs, smoke_assets
 from src.config import PROJECT_ROOT, load_settings
-from src.evaluation import report
+from src.evaluation import evaluate, predict, report
+from src.models import train_local as launcher
+from src.models.train_model import train
 from src.task import TASK
 from tests.helpers.files import truncate
 from tests.helpers.models import WEIGHTS, launcher_assets_dir, smoke_file_settings, with_smoke_assets
 from tests.helpers.processes import (
+    call,
     clean_env,
     free_port,
     only_error_line,
@@ -99,28 +102,34 @@ def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
     assert json.loads(evaluated.stdout)[headline] == pytest.approx(metrics[headline], rel=1e-3)
 
 
-def test_a_smoke_run_with_another_seed_leaves_earlier_runs_as_they_were(tmp_path: Path) -> None:
+def test_a_smoke_run_with_another_seed_leaves_earlier_runs_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Each seed's smoke model and data live apart (models/.smoke/seed-N): a second smoke run with another
-    seed leaves the first run's predictions and its evaluation exactly as they were."""
-    assert train_local(tmp_path, fresh=True).returncode == 0
-    [first] = published(tmp_path)
-    run = tmp_path / first["run_id"]
+    seed leaves the first run's predictions and its evaluation exactly as they were. The runs are trained as
+    train-local's launcher sets them up (the smoke set built for the seed), in this process."""
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("TRAINING__MAX_STEPS", "6")
+
+    def smoke_run() -> str:
+        settings = launcher.run_settings(flags.TRAIN_LOCAL.parse(["--smoke"]), TASK, build_smoke_assets=True)
+        return str(train(settings, TASK)["run_id"])
+
+    first = smoke_run()
     source = samples.write_rows(tmp_path / "rows.jsonl", 4)
-    env = clean_env(TRAINING__OUTPUT_DIR=str(tmp_path))
 
     def answers() -> tuple[str, dict[str, Any]]:
         output = tmp_path / "answers.jsonl"
-        predicted = run_module("src", "predict", str(source), "-o", str(output), "--force", "--model-dir", str(run),
-                               env=env)  # fmt: skip
-        assert predicted.returncode == 0, predicted.stderr[-3000:]
-        evaluated = run_module("src", "evaluate", first["run_id"], env=env)
-        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-        return output.read_text(), json.loads(evaluated.stdout)
+        assert call(predict.main, str(source), "-o", str(output), "--force", "--model-dir", str(tmp_path / first)) == 0
+        capsys.readouterr()
+        assert call(evaluate.main, first) == 0
+        return output.read_text(), json.loads(capsys.readouterr().out)
 
     before = answers()
-    again = train_local(tmp_path, fresh=True, TRAINING__SEED="7")
-    assert again.returncode == 0, again.stderr[-3000:]
+    monkeypatch.setenv("TRAINING__SEED", "7")
+    smoke_run()
     assert len(published(tmp_path)) == 2
+    assert sorted(path.name for path in (tmp_path / ".smoke").glob("seed-*") if path.is_dir()) == ["seed-42", "seed-7"]
     assert answers() == before
 
 

@@ -152,3 +152,53 @@ def test_a_long_conversation_keeps_its_newest_tokens(trained_model: Path) -> Non
         assert opened.tokenizer.decode(ids).endswith("What is the opposite of early?<|end|>\n<|assistant|>\n")
         _, last = opened.complete([*history, *QUESTION], 16)
     assert last.prompt_tokens + last.completion_tokens <= opened.positions
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_finish_reason_says_max_tokens_ended_it(openai_client: OpenAI, stream: bool) -> None:
+    create = openai_client.chat.completions.create
+    for tokens, reason in ((2, "length"), (40, "stop")):
+        if stream:
+            chunks = list(create(model="local", messages=ASKED, temperature=0, max_tokens=tokens, stream=True))
+            assert chunks[-1].choices[0].finish_reason == reason
+        else:
+            answer = create(model="local", messages=ASKED, temperature=0, max_tokens=tokens)
+            assert answer.choices[0].finish_reason == reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]), ("logprobs", True),
+     ("top_logprobs", 3), ("logit_bias", {"5": 10}), ("presence_penalty", 0.5), ("frequency_penalty", -1),
+     ("seed", 7), ("response_format", {"type": "json_object"}), ("no_such_field", 1)],
+)  # fmt: skip
+def test_what_the_engine_cannot_honour_is_refused_naming_the_field(
+    client: httpx.Client, field: str, value: object
+) -> None:
+    response = client.post(ROUTE, content=chat(**{field: value}))
+    assert response.status_code == 422, response.text
+    assert field in response.text
+
+
+TEXT_PARTS = [{"type": "text", "text": "What is the "}, {"type": "text", "text": "opposite of early?"}]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"n": None}, {"model": None}, {"n": 1, "presence_penalty": 0, "logprobs": False, "seed": None},
+     {"temperature": 1e-40}, {"messages": [{"role": "user", "content": TEXT_PARTS}]},
+     {"messages": [{"role": "developer", "content": "You answer in one short sentence."}, *QUESTION]}],
+    ids=["n-null", "model-null", "defaults-spelled-out", "temperature-1e-40", "text-parts", "developer-role"],
+)  # fmt: skip
+def test_what_openai_accepts_is_answered(client: httpx.Client, extra: dict[str, object],
+                                          expected: tuple[str, int, int]) -> None:  # fmt: skip
+    response = client.post(ROUTE, content=chat(**{"max_tokens": 40, "temperature": 0, **extra}))
+    assert response.status_code == 200, response.text
+    answer = response.json()["choices"][0]["message"]["content"]
+    assert answer.startswith("The opposite of"), answer
+    if "messages" not in extra:
+        assert answer == expected[0], "a temperature under 1e-5 is greedy decoding"
+
+
+def test_the_models_route_names_the_served_model(openai_client: OpenAI, trained_model: Path) -> None:
+    assert [model.id for model in openai_client.models.list()] == [trained_model.name]
