@@ -139,17 +139,37 @@ def sections() -> list[str]:
         )
         serve = generation["serving"]
         rows = [
-            [name, level, numbers["tokens_per_second"], numbers["ttft_p50_ms"], numbers["ttft_max_ms"]]
+            [name, level, numbers["tokens_per_second"], numbers["ttft_p50_ms"], numbers["ttft_max_ms"],
+             numbers.get("itl_p50_ms", float("nan")), numbers.get("tokens_per_request", float("nan"))]
             for name, levels in serve["servers"].items()
             for level, numbers in levels.items()
-        ]
+        ]  # fmt: skip
         load_average = generation.get("load_average_before_and_after", [[None]])[0]
         out.append(
-            f"**Text-generation serving** (`benchmarks/generation.py`): {serve['model']}, {serve['max_tokens']} greedy "
-            f"tokens a request, streamed; tokens counted on the client; median of {serve['rounds']} interleaved "
-            f"rounds; client and servers on the same machine; 1-minute load average {load_average[0]:.2f} at the start."
-            "\n\n" + markdown_table(["server", "concurrency", "tokens/s", "TTFT p50 ms", "TTFT max ms"], rows)
+            f"**Text-generation serving** (`benchmarks/generation.py`, {generation['machine']}): {serve['model']}, "
+            f"{serve['max_tokens']} greedy tokens a request, streamed, closed loop; tokens counted on the client; "
+            f"median of {serve['rounds']} interleaved rounds; client and servers on the same machine; 1-minute load "
+            f"average {load_average[0]:.2f} at the start."
+            "\n\n" + markdown_table(
+                ["server", "clients", "tokens/s", "TTFT p50 ms", "TTFT max ms", "ITL p50 ms", "tokens/request"], rows
+            )
         )
+        predict, memory = generation.get("predict"), generation.get("memory")
+        if predict:
+            modes = predict["modes"]
+            batched, alone = modes["batched"], modes["one at a time"]
+            out.append(
+                f"**Text-generation predict**: `uv run predict` on {predict['prompts']} prompts, {predict['max_tokens']} "
+                f"tokens each: {batched['wall_s']:.1f} s batched (the default) against {alone['wall_s']:.1f} s one "
+                f"at a time (`SERVING__MAX_SEQUENCES=1`), **{alone['wall_s'] / batched['wall_s']:.1f}x** for the "
+                f"whole command ({alone['completing_s'] / batched['completing_s']:.1f}x once the model is loaded)."
+            )
+        if memory:
+            out.append(
+                f"**Text-generation server memory**: the HTTP process's resident memory grew by "
+                f"**{memory['growth_mib']:.1f} MiB** over {memory['requests']:,} requests after a warm-up "
+                f"({memory['rss_mib_after_warm_up']:.0f} -> {memory['rss_mib_after']:.0f} MiB)."
+            )
     return out
 
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "train-local": "src.models.train_local",
     "train-process": "src.models.train_model",  # one process of train-local (under accelerate launch)
     "train-cloud": "src.cloud.train_cloud",
+    "sweep": "src.models.sweep",
     "serve": "src.deployment.serve",
     "serve-cloud": "src.cloud.serve_cloud",
     "evaluate": "src.evaluation.evaluate",

@@ -48,6 +48,9 @@ class Metric:
     title: str
     spec: str = ".4f"
     higher_is_better: bool = True
+    # The Trainer's evaluation log key that follows it during training, in the same order (pruning a sweep's
+    # trials compares them); None: eval_<key>.
+    during_training: str | None = None
 
 
 @dataclass(frozen=True)

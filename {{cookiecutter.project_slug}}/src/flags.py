@@ -76,6 +76,12 @@ TRAIN_LOCAL = Command("train-local", "Fine-tune the model in configs/settings.ya
          {"nargs": "?", "const": "", "metavar": "RUN"}),
 ))  # fmt: skip
 
+SWEEP = Command("sweep", "Search hyperparameters: each trial a training run (the sweep section of settings).", (
+    Flag("--smoke", None, "offline: tiny model and data (configs/smoke.yaml)", SWITCH),
+    Flag("--study", "sweep.study", "the study's name (null: <training.run_name>-sweep)"),
+    Flag("--trials", "sweep.trials", "complete trials the study ends with", NUMBER),
+))  # fmt: skip
+
 TRAIN_CLOUD = Command("train-cloud", "Fine-tune on the cloud with SkyPilot.", (
     Flag("--dry-run", None, "validate and print the command only", SWITCH),
     Flag("--managed", "cloud.managed", "managed job (spot recovery)", SETTING_SWITCH),

@@ -177,15 +177,16 @@ def new_staging_dir(output_dir: Path, run_id: str) -> Path:
     return staging
 
 
-def publish(staging_dir: Path, output_dir: Path, run_id: str) -> Path:
-    """Move a complete staging folder to `<output_dir>/<run_id>` and point `latest` at it."""
+def publish(staging_dir: Path, output_dir: Path, run_id: str, move_latest: bool = True) -> Path:
+    """Move a complete staging folder to `<output_dir>/<run_id>` and point `latest` at it (unless told not to)."""
     final = output_dir / run_id
     previous = None
     if final.exists():
         previous = output_dir / f"{TEMP_PREFIX}{run_id}-replaced-{uuid.uuid4().hex[:8]}"
         final.rename(previous)
     staging_dir.rename(final)
-    point_latest(output_dir, run_id)
+    if move_latest:
+        point_latest(output_dir, run_id)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return final

@@ -29,11 +29,13 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from src.devices import TrainingPrecision, cpu_cores
 from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, read_yaml
 from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
+from src.sweep_settings import SweepSettings, check_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "configs" / "settings.yaml"
@@ -188,6 +190,12 @@ class Settings(Section):
     training: TrainingSettings
     serving: ServingSettings
     cloud: CloudSettings
+    sweep: SweepSettings = Field(default_factory=SweepSettings)  # `uv run sweep` (src/sweep_settings.py)
+
+    @model_validator(mode="after")
+    def _sweep_names_fields(self) -> Settings:
+        check_space(self)
+        return self
 
 
 AnySettings = TypeVar("AnySettings", bound=Settings)

@@ -31,7 +31,7 @@ from src import fingerprints, flags, runs
 from src.contract import Task, TrainingRecipe
 from src.devices import best_device, cuda_available, training_precision
 from src.errors import UserError
-from src.models import distributed, train_local
+from src.models import distributed, sweep, train_local
 from src.models.checkpoints import ManifestCallback, checkpoint_step, last_checkpoint
 from src.models.supervisor import exit_with_the_launcher
 from src.settings import Settings, TrainingSettings
@@ -64,9 +64,17 @@ def train(
     state = distributed.start(settings.training.seed)
     with contextlib.ExitStack() as stack:
         run = prepare_run(state, settings, task.model_files, resume, environ, stack)
+        trial = SweepTrial(state, environ) if sweep.STUDY_ENV in environ else None
         with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
-            trainer = recipe.build_trainer(settings, run.checkpoint_dir, [ManifestCallback(), *callbacks])
+            own = [ManifestCallback(), *([trial] if trial else [])]
+            trainer = recipe.build_trainer(settings, run.checkpoint_dir, [*own, *callbacks])
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+        if trial is not None and trial.pruned:  # the sweep's pruner stopped it: nothing to publish or resume
+            if state.is_main_process:
+                logger.info("%s: pruned by the sweep at step %d", run.run_id, trainer.state.global_step)
+                shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+            state.wait_for_everyone()
+            return {"run_id": run.run_id, "pruned": True}
         metrics = collect_metrics(trainer, result, run, settings.training, environ, recipe)
         if state.is_main_process:
             publish(trainer, settings, run.run_id, metrics, recipe)
@@ -128,6 +136,20 @@ def collect_metrics(
     }
 
 
+class SweepTrial(TrainerCallback):
+    """A sweep's trial (`uv run sweep` set its variables): each evaluation to the study; pruned, training stops."""
+
+    def __init__(self, state: PartialState, environ: Mapping[str, str]) -> None:
+        self.state, self.pruned = state, False
+        self.pruning = sweep.Pruning(environ) if state.is_main_process else None
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:  # fmt: skip
+        pruning, step = self.pruning, state.global_step
+        if distributed.agree(self.state, lambda: bool(pruning and pruning.judge(metrics or {}, step))):
+            self.pruned = control.should_training_stop = True
+
+
 def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str, Any], recipe: TrainingRecipe) -> Path:
     """Save the model, its records and its report into a staging folder, then publish it as the run (main process)."""
     output_dir = settings.training.output_dir
@@ -147,6 +169,9 @@ def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str
             base_model=settings.model.checkpoint,
             **recipe.run_info(trainer, settings),
         )
+        if sweep.STUDY_ENV in os.environ:  # a sweep's trial: tagged, and `latest` stays where it is
+            info["sweep"] = {"study": os.environ[sweep.STUDY_ENV], "trial": int(os.environ[sweep.TRIAL_ENV]),
+                             "params": json.loads(os.environ.get(sweep.PARAMS_ENV, "{}"))}  # fmt: skip
         runs.write_json(staging / runs.RUN_INFO, info)
         runs.write_json(staging / runs.METRICS, metrics)
         used = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
@@ -156,11 +181,14 @@ def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str
             recipe.report(staging, settings, metrics, output_dir / run_id)
         except Exception:  # costs the report, not the trained model
             logger.exception("Could not write the evaluation report: `uv run evaluate %s` writes it", run_id)
-        final = runs.publish(staging, output_dir, run_id)
+        final = runs.publish(staging, output_dir, run_id, move_latest=sweep.STUDY_ENV not in os.environ)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("Saved %s; %s now points at it", final, output_dir / runs.LATEST)
+    if sweep.STUDY_ENV in os.environ:
+        logger.info("Saved %s (a trial of sweep %s; %s stays)", final, os.environ[sweep.STUDY_ENV], runs.LATEST)
+    else:
+        logger.info("Saved %s; %s now points at it", final, output_dir / runs.LATEST)
     return final
 
 

@@ -49,7 +49,7 @@ class ServingSettings(settings.ServingSettings):
     max_tokens: int = Field(default=512, ge=1, le=131072, description="the most new tokens a request may ask for")
     default_max_tokens: int = Field(default=256, ge=1, description="a request's max_tokens when it gives none")
     max_sequences: int | Literal["auto"] = Field(
-        default="auto", description="conversations decoded together (auto: 8 on a CPU, 64 on a GPU); 1 for none"
+        default="auto", description="conversations decoded together (auto: 32 on a CPU, 128 on a GPU); 1: one at a time"
     )
     cache_tokens: int | Literal["auto"] = Field(
         default="auto",
@@ -66,7 +66,7 @@ class ServingSettings(settings.ServingSettings):
         return value
 
     def sequences(self, gpu: bool) -> int:
-        return self.max_sequences if isinstance(self.max_sequences, int) else 64 if gpu else 8
+        return self.max_sequences if isinstance(self.max_sequences, int) else 128 if gpu else 32
 
     def cache(self, gpu: bool) -> int:
         return self.cache_tokens if isinstance(self.cache_tokens, int) else 65536 if gpu else 16384

@@ -92,7 +92,7 @@ TASK = contract.Task[RunFolder](
     smoke=smoke.write,
     inspect=inspect,
     metrics=(
-        contract.Metric("perplexity", "perplexity", ".4g", higher_is_better=False),
+        contract.Metric("perplexity", "perplexity", ".4g", higher_is_better=False, during_training="eval_loss"),
         contract.Metric("eval_loss", "eval loss", higher_is_better=False),
     ),
     training=load_training,

@@ -43,8 +43,8 @@ def test_generation_settings_are_checked(variable: str, text: str, problem: str)
 
 def test_the_engine_limits_default_to_the_device() -> None:
     serving = load_settings(environ={}).serving
-    assert (serving.sequences(gpu=False), serving.cache(gpu=False)) == (8, 16384)
-    assert (serving.sequences(gpu=True), serving.cache(gpu=True)) == (64, 65536)
+    assert (serving.sequences(gpu=False), serving.cache(gpu=False)) == (32, 16384)
+    assert (serving.sequences(gpu=True), serving.cache(gpu=True)) == (128, 65536)
     chosen = load_settings(environ={"SERVING__MAX_SEQUENCES": "3", "SERVING__CACHE_TOKENS": "999"}).serving
     assert (chosen.sequences(gpu=True), chosen.cache(gpu=False)) == (3, 999)
 

@@ -1,0 +1,72 @@
+"""A sweep's report: `<training.output_dir>/sweeps/<study>/report.md`, its trials, best run and pictures.
+
+The pictures are Optuna's own (optuna.visualization.matplotlib, drawn headless): the metric of
+each trial with the best so far (titled with the best run), how much each parameter mattered
+(from two complete trials on), and the metric against each parameter. Each file is written
+atomically; a picture Optuna cannot draw yet (too few trials) is left out with a line saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from src import runs
+from src.evaluation.report import cell, number, save
+
+REPORT = "report.md"
+
+
+def _figure(drawn: Any) -> Any:
+    axes = drawn.flat[0] if hasattr(drawn, "flat") else drawn
+    return axes.figure
+
+
+def write_report(study: Any, output_dir: Path, folder: Path, key: str) -> str | None:
+    """Write the study's report.md (and its pictures) into `folder`; the best run's name, if there is one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+    import optuna.visualization.matplotlib as plots
+
+    from src.models.sweep import trial_run
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    best_run = trial_run(output_dir, study.study_name, best.number) if best else None
+    lines = [f"# Sweep {study.study_name}", ""]
+    if best is not None:
+        lines += [f"Best: trial {best.number}, run `{best_run.name if best_run else '?'}`, {key} "
+                  f"{number(best.value)} ({study.direction.name.lower()}d), with {json.dumps(best.params)}.",
+                  "", f"Serve it: `uv run serve --model-dir {best_run}`" if best_run else "", ""]  # fmt: skip
+    pictures: dict[str, Any] = {
+        "history.png": plots.plot_optimization_history,
+        "importance.png": plots.plot_param_importances,
+        "slice.png": plots.plot_slice,
+    }
+    for name, draw in pictures.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                figure = _figure(draw(study))
+            if name == "history.png" and best_run is not None:
+                figure.suptitle(f"best: {best_run.name} ({key} {number(best.value) if best else ''})")
+            figure.set_size_inches(8, 5)
+            save(figure, folder / name)
+            lines += [f"![{name[:-4]}]({name})", ""]
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as error:
+            lines += [f"({name[:-4]}: not drawn yet: {cell(error, 120)})", ""]
+    names = sorted({name for trial in trials for name in trial.params})
+    lines += ["| trial | state | " + key + " | " + " | ".join(names) + " | run |",
+              "|" + " --- |" * (len(names) + 4)]  # fmt: skip
+    for trial in trials:
+        run = trial_run(output_dir, study.study_name, trial.number)
+        values = [number(trial.params.get(name, "")) for name in names]
+        lines.append(f"| {trial.number} | {trial.state.name.lower()} | {number(trial.value)} | "
+                     + " | ".join(values) + f" | {run.name if run else ''} |")  # fmt: skip
+    runs.write_text(folder / REPORT, "\n".join(lines) + "\n")
+    return best_run.name if best_run else None

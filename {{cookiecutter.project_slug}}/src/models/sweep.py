@@ -1,0 +1,236 @@
+"""`uv run sweep`: a hyperparameter search whose trials are real training runs, and that survives a crash.
+
+The study (Optuna, sampler and pruner from the `sweep` section) lives beside the runs, in
+`<training.output_dir>/sweeps/<study>/journal.log`: Optuna's journal storage appends every step
+of it under a file lock, so a driver killed at any moment leaves a study that the same command
+continues. This process is the driver: it asks the study for a trial's parameters, runs
+`train-local` with them (the same launcher, devices and processes as any training run; the
+parameters as SECTION__FIELD variables), reads the run's metric and tells the study. Each trial
+publishes a normal run folder (`<study>-t<N>-<time>`) whose run.json names the study, the trial
+and its parameters; trials never move `latest`. A trial is pruned, from the evaluation the
+Trainer already makes every eval_steps, when the pruner says it is worse than the earlier
+trials at the same step (Pruning, in the training process: the trial ends unpublished). The sweep ends when the
+study holds `sweep.trials` complete trials: it names the best run and writes
+`sweeps/<study>/report.md` with the trials and pictures.
+
+Crash-safe: a trial left running by a killed driver is marked failed when the command runs
+again and another takes its place; completed trials are never redone. Ctrl-C stops the running
+trial (its training process gets the Ctrl-C too), marks it failed and exits 130. A second
+driver on the same study is refused with one line (a lock beside the journal).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from src import errors, flags, lifeline, runs
+from src.contract import Task
+from src.errors import UserError
+from src.settings import SMOKE_SETTINGS_FILE, Settings, load_settings
+from src.sweep_settings import Parameter
+
+if TYPE_CHECKING:
+    import optuna
+
+SWEEPS = "sweeps"
+JOURNAL = "journal.log"
+STUDY_ENV, TRIAL_ENV, PARAMS_ENV = "SWEEP_STUDY", "SWEEP_TRIAL", "SWEEP_PARAMS"
+STORAGE_ENV, WATCH_ENV = "SWEEP_STORAGE", "SWEEP_WATCH"  # the journal, and the Trainer log key pruning watches
+PRUNED_PREFIX = "pruned-"
+MAX_FAILURES_IN_A_ROW = 3
+
+
+def study_dir(settings: Settings, study: str) -> Path:
+    return settings.training.output_dir / SWEEPS / study
+
+
+def storage(journal: Path) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def metric_of(settings: Settings, task: Task[Any]) -> tuple[str, bool, str]:
+    """(metric key, maximize?, the Trainer's evaluation log key that tracks it during training)."""
+    wanted = settings.sweep.metric or task.metrics[0].key
+    for metric in task.metrics:
+        if metric.key == wanted:
+            return (
+                metric.key,
+                metric.higher_is_better,
+                metric.during_training or f"eval_{metric.key}".replace("eval_eval_", "eval_"),
+            )
+    known = ", ".join(metric.key for metric in task.metrics)
+    raise UserError(f"sweep.metric {wanted!r}: not a metric of this task's runs (use one of {known})")
+
+
+def check_values(settings: Settings, task: Task[Any], overlays: list[Path]) -> None:
+    """Every value a trial may give a field is one the field accepts (the settings model says), before any trial."""
+    space = settings.sweep.space
+    if not space:
+        raise UserError("sweep.space is empty: name at least one settings field to search, e.g. "
+                        "training.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}")  # fmt: skip
+    for name, parameter in space.items():
+        values = parameter.choices if parameter.choices is not None else [parameter.low, parameter.high]
+        for value in values:
+            section, field = name.split(".", 1)
+            try:
+                load_settings(task.settings, overlays=overlays, overrides={section: {field: value}})
+            except UserError as error:
+                raise UserError(f"sweep.space {name}: {value!r} is not a value it takes ({error})"[:400]) from None
+
+
+def suggest(trial: optuna.Trial, name: str, parameter: Parameter, whole: bool) -> Any:
+    if parameter.choices is not None:
+        return trial.suggest_categorical(name, parameter.choices)
+    low, high = float(parameter.low or 0), float(parameter.high or 0)
+    if whole:
+        step = int(parameter.step or 1)
+        return trial.suggest_int(name, int(low), int(high), step=step, log=parameter.log)
+    return trial.suggest_float(name, low, high, log=parameter.log, step=parameter.step)
+
+
+def _whole(settings: Settings, name: str) -> bool:
+    section, field = name.split(".", 1)
+    return isinstance(getattr(getattr(settings, section), field), int)
+
+
+def trial_env(study: str, number: int, params: Mapping[str, Any], journal: Path, watch: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("TRAINING__RUN_NAME",)}
+    for name, value in params.items():
+        env[name.upper().replace(".", "__")] = json.dumps(value) if not isinstance(value, str) else value
+    env.update({"TRAINING__RUN_NAME": f"{study}-t{number}", STUDY_ENV: study, TRIAL_ENV: str(number),
+                PARAMS_ENV: json.dumps(dict(params)), STORAGE_ENV: str(journal), WATCH_ENV: watch})  # fmt: skip
+    return env
+
+
+def trial_run(output_dir: Path, study: str, number: int) -> Path | None:
+    """The run folder trial `number` of `study` published, if it did."""
+    for run in runs.finished_runs(output_dir):
+        tag = runs.read_info(run).get("sweep") or {}
+        if tag.get("study") == study and tag.get("trial") == number:
+            return run
+    return None
+
+
+def run_trial(command: list[str], env: dict[str, str]) -> int:
+    process = subprocess.Popen(command, env=env, preexec_fn=lifeline.ending_with_this_process)
+    try:
+        return process.wait()
+    except BaseException:  # Ctrl-C reached the trial too (same terminal); SIGTERM: pass it on
+        if process.poll() is None:
+            process.terminate()
+        process.wait()
+        raise
+
+
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    import optuna
+
+    args = flags.SWEEP.parse(argv)
+    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
+    settings = load_settings(task.settings, overlays=overlays, flags=flags.SWEEP.settings_flags(args))
+    sweep = settings.sweep
+    study_name = sweep.study or f"{settings.training.run_name}-sweep"
+    key, maximize, watch = metric_of(settings, task)
+    check_values(settings, task, overlays)
+    folder = study_dir(settings, study_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "driver.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `uv run sweep` is driving study {study_name} ({folder}): wait for it to "
+                            "end, or give another --study") from None  # fmt: skip
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=storage(folder / JOURNAL), study_name=study_name, load_if_exists=True,
+            direction="maximize" if maximize else "minimize",
+            sampler=optuna.samplers.RandomSampler(seed=settings.training.seed) if sweep.sampler == "random"
+            else optuna.samplers.TPESampler(seed=settings.training.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2) if sweep.pruner == "median"
+            else optuna.pruners.NopPruner(),
+        )  # fmt: skip
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # its driver was killed: nobody runs it
+            print(f"trial {stale.number} of {study_name} was cut short by an earlier stop: it is run again anew")
+        _drive(study, settings, task, args.smoke, folder, key, watch)
+    from src.evaluation.sweep_report import write_report
+
+    best = write_report(study, settings.training.output_dir, folder, key)
+    print(json.dumps({"study": study_name, "best_run": best, "report": str(folder / "report.md")}, indent=2))
+    return 0
+
+
+def _drive(study: Any, settings: Settings, task: Task[Any], smoke: bool, folder: Path, key: str, watch: str) -> None:
+    import optuna
+
+    complete = optuna.trial.TrialState.COMPLETE
+    failures = 0
+    while len(study.get_trials(deepcopy=False, states=(complete,))) < settings.sweep.trials:
+        trial = study.ask()
+        params = {name: suggest(trial, name, parameter, _whole(settings, name))
+                  for name, parameter in settings.sweep.space.items()}  # fmt: skip
+        print(f"trial {trial.number} of {study.study_name}: {json.dumps(params)}", flush=True)
+        command = [sys.executable, "-m", "src", "train-local", *(["--smoke"] if smoke else [])]
+        env = trial_env(study.study_name, trial.number, params, folder / JOURNAL, watch)
+        try:
+            code = run_trial(command, env)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        run = trial_run(settings.training.output_dir, study.study_name, trial.number)
+        if (folder / f"{PRUNED_PREFIX}{trial.number}").exists():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            print(f"trial {trial.number} pruned: worse than the earlier trials at the same step", flush=True)
+        elif code == 0 and run is not None:
+            value = runs.read_json(run / runs.METRICS).get(key)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                print(f"trial {trial.number}: {run.name} has no finite {key}", flush=True)
+                continue
+            study.tell(trial, float(value))
+            failures = 0
+            print(f"trial {trial.number}: {run.name} {key} {value:.4g}", flush=True)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if code in (errors.EXIT_INTERRUPTED, errors.EXIT_TERMINATED):
+                raise KeyboardInterrupt if code == errors.EXIT_INTERRUPTED else errors.Terminated()
+            failures += 1
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise UserError(f"{failures} trials of {study.study_name} failed in a row (the last with exit code "
+                                f"{code}, its error above): fix that, then run the same command to go on")  # fmt: skip
+
+
+class Pruning:
+    """In a trial's training process (main): each evaluation goes to the study, and the pruner judges the trial."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        import optuna
+
+        self.journal, self.watch = Path(environ[STORAGE_ENV]), environ[WATCH_ENV]
+        study = optuna.load_study(study_name=environ[STUDY_ENV], storage=storage(self.journal))
+        number = int(environ[TRIAL_ENV])
+        [frozen] = [trial for trial in study.get_trials(deepcopy=False) if trial.number == number]
+        self.trial = optuna.trial.Trial(study, frozen._trial_id)
+        self.number = number
+
+    def judge(self, metrics: Mapping[str, float], step: int) -> bool:
+        """Report this evaluation (main process); True when the pruner stops the trial."""
+        value = metrics.get(self.watch)
+        if value is None or not math.isfinite(value):
+            return False
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            (self.journal.parent / f"{PRUNED_PREFIX}{self.number}").touch()
+            return True
+        return False

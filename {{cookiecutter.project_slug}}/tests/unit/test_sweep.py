@@ -1,0 +1,74 @@
+"""The sweep section, checked like every other (src/sweep_settings.py), and what a trial is handed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.config import SettingsError, load_settings
+from src.errors import UserError
+from src.models import sweep
+from src.task import TASK
+
+
+@pytest.mark.parametrize(
+    ("space", "problem"),
+    [
+        ({"training.learnin_rate": {"low": 1e-5, "high": 1e-3}}, "'training.learnin_rate' is not a field of training"),
+        ({"trainer.learning_rate": {"low": 1e-5, "high": 1e-3}}, "'trainer.learning_rate' names no section"),
+        ({"training": {"low": 1, "high": 2}}, "'training' is not a field of training"),
+        ({"training.warmup_fraction": {"low": 0.2, "high": 0.1}}, r"low \(0.2\) must be below high"),
+        ({"training.warmup_fraction": {"low": 0, "high": 0.1, "log": True}}, "a log range needs low above 0"),
+        ({"training.warmup_fraction": {"choices": []}}, "choices is empty"),
+        ({"training.warmup_fraction": {"choices": [0.1], "low": 0.0}}, "low and high, or choices, not both"),
+        ({"training.warmup_fraction": {"high": 0.1}}, "give low and high"),
+        ({"training.warmup_fraction": {"low": 0.0, "high": 0.1, "mean": 1}}, "mean"),
+    ],
+    ids=["misspelled-field", "no-such-section", "a-section", "low-above-high", "log-from-zero", "no-choices",
+         "range-and-choices", "half-a-range", "unknown-key"],
+)  # fmt: skip
+def test_a_search_space_that_names_no_field_or_no_values_is_refused(space: dict[str, object], problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(environ={}, overrides={"sweep": {"space": space}})
+
+
+def test_the_shipped_search_space_is_valid_and_every_value_is_taken() -> None:
+    settings = load_settings(environ={})
+    assert settings.sweep.space, "settings.yaml ships a search space"
+    sweep.check_values(settings, TASK, [])  # each low, high and choice is a value its field accepts
+
+
+def test_a_value_its_field_refuses_is_named_before_any_trial() -> None:
+    settings = load_settings(environ={}, overrides={"sweep": {"space": {"training.warmup_fraction": {
+        "low": 0.1, "high": 7.0}}}})  # fmt: skip
+    with pytest.raises(UserError, match=r"sweep\.space training\.warmup_fraction: 7\.0 is not a value it takes"):
+        sweep.check_values(settings, TASK, [])
+
+
+def test_an_empty_space_and_an_unknown_metric_are_refused() -> None:
+    shipped = load_settings(environ={})
+    settings = shipped.model_copy(update={"sweep": shipped.sweep.model_copy(update={"space": {}})})
+    with pytest.raises(UserError, match=r"sweep\.space is empty"):
+        sweep.check_values(settings, TASK, [])
+    with pytest.raises(UserError, match=r"sweep\.metric 'bleu': not a metric"):
+        sweep.metric_of(load_settings(environ={}, overrides={"sweep": {"metric": "bleu"}}), TASK)
+
+
+def test_the_metric_is_the_tasks_first_and_pruning_watches_its_training_log() -> None:
+    key, maximize, watch = sweep.metric_of(load_settings(environ={}), TASK)
+    first = TASK.metrics[0]
+    assert (key, maximize) == (first.key, first.higher_is_better)
+    assert watch.startswith("eval_")
+
+
+def test_a_trial_gets_its_parameters_as_settings_variables(tmp_path: Path) -> None:
+    params = {"training.learning_rate": 0.0003, "training.num_train_epochs": 2, "project.name": "x y"}
+    env = sweep.trial_env("study-a", 3, params, tmp_path / "journal.log", "eval_accuracy")
+    assert env["TRAINING__LEARNING_RATE"] == "0.0003"
+    assert env["TRAINING__NUM_TRAIN_EPOCHS"] == "2"
+    assert env["PROJECT__NAME"] == "x y"
+    assert env["TRAINING__RUN_NAME"] == "study-a-t3"
+    assert json.loads(env[sweep.PARAMS_ENV]) == params
+    assert (env[sweep.STUDY_ENV], env[sweep.TRIAL_ENV]) == ("study-a", "3")
