@@ -134,8 +134,8 @@ def test_a_fresh_projects_first_smoke_run_serves_and_predicts_by_default(tmp_pat
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_health(url, serve, {})
-        request = urllib.request.Request(f"{url}/predict", data=json.dumps({"text": "a wonderful film"}).encode())
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        body = json.dumps({"text": "a wonderful film"}).encode()
+        with urllib.request.urlopen(f"{url}/predict", data=body, timeout=30) as answer:  # noqa: S310
             assert answer.status == 200
             assert json.loads(answer.read())["label"] in {"neg", "pos"}
     finally:
