@@ -21,6 +21,7 @@ COMMANDS = {
     "train-process": "src.models.train_model",  # one process of train-local (under accelerate launch)
     "train-cloud": "src.cloud.train_cloud",
     "sweep": "src.models.sweep",
+    "sweep-cloud": "src.cloud.sweep_cloud",
     "serve": "src.deployment.serve",
     "serve-cloud": "src.cloud.serve_cloud",
     "evaluate": "src.evaluation.evaluate",

@@ -82,6 +82,15 @@ SWEEP = Command("sweep", "Search hyperparameters: each trial a training run (the
     Flag("--trials", "sweep.trials", "complete trials the study ends with", NUMBER),
 ))  # fmt: skip
 
+SWEEP_CLOUD = Command("sweep-cloud", "Search hyperparameters on the cloud: each trial a SkyPilot managed job.", (
+    Flag("--dry-run", None, "validate and print each trial's job only", SWITCH),
+    Flag("--study", "sweep.study", "the study's name (null: <training.run_name>-sweep)"),
+    Flag("--trials", "sweep.trials", "complete trials the study ends with", NUMBER),
+    Flag("--infra", "cloud.infra", "cloud[/region], e.g. aws or gcp/us-central1"),
+    Flag("--gpus", "cloud.gpus", "accelerators per trial, e.g. L4:1 (null: the choices in the task file)"),
+    Flag("--spot", "cloud.use_spot", "use spot/preemptible capacity (recovered by SkyPilot)", SETTING_SWITCH),
+))  # fmt: skip
+
 TRAIN_CLOUD = Command("train-cloud", "Fine-tune on the cloud with SkyPilot.", (
     Flag("--dry-run", None, "validate and print the command only", SWITCH),
     Flag("--managed", "cloud.managed", "managed job (spot recovery)", SETTING_SWITCH),
@@ -125,4 +134,4 @@ COMPARE = Command("compare", "The finished training runs side by side.", (
     Flag("--markdown", None, "print a Markdown table", SWITCH),
 ))  # fmt: skip
 
-COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, TRAIN_CLOUD, SERVE_CLOUD, COMPARE)}
+COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, SWEEP, SWEEP_CLOUD, TRAIN_CLOUD, SERVE_CLOUD, COMPARE)}

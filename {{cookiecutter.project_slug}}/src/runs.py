@@ -249,3 +249,12 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def trial_run(output_dir: Path, study: str, number: int) -> Path | None:
+    """The run folder trial `number` of sweep `study` published (run.json's `sweep` tag), if it did."""
+    for run in finished_runs(output_dir):
+        tag = read_info(run).get("sweep") or {}
+        if tag.get("study") == study and tag.get("trial") == number:
+            return run
+    return None

@@ -32,17 +32,17 @@ def write_report(study: Any, output_dir: Path, folder: Path, key: str) -> str | 
     import optuna
     import optuna.visualization.matplotlib as plots
 
-    from src.models.sweep import trial_run
-
     trials = study.get_trials(deepcopy=False)
     complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial if complete else None
-    best_run = trial_run(output_dir, study.study_name, best.number) if best else None
+    best_run = run_of(study, best, output_dir) if best else None
     lines = [f"# Sweep {study.study_name}", ""]
     if best is not None:
-        lines += [f"Best: trial {best.number}, run `{best_run.name if best_run else '?'}`, {key} "
+        local = output_dir / best_run if best_run and (output_dir / best_run).is_dir() else None
+        serve = f"uv run serve --model-dir {local}" if local else f"uv run serve-cloud --run {best_run}"
+        lines += [f"Best: trial {best.number}, run `{best_run or '?'}`, {key} "
                   f"{number(best.value)} ({study.direction.name.lower()}d), with {json.dumps(best.params)}.",
-                  "", f"Serve it: `uv run serve --model-dir {best_run}`" if best_run else "", ""]  # fmt: skip
+                  "", f"Serve it: `{serve}`" if best_run else "", ""]  # fmt: skip
     pictures: dict[str, Any] = {
         "history.png": plots.plot_optimization_history,
         "importance.png": plots.plot_param_importances,
@@ -54,7 +54,7 @@ def write_report(study: Any, output_dir: Path, folder: Path, key: str) -> str | 
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
                 figure = _figure(draw(study))
             if name == "history.png" and best_run is not None:
-                figure.suptitle(f"best: {best_run.name} ({key} {number(best.value) if best else ''})")
+                figure.suptitle(f"best: {best_run} ({key} {number(best.value) if best else ''})")
             figure.set_size_inches(8, 5)
             save(figure, folder / name)
             lines += [f"![{name[:-4]}]({name})", ""]
@@ -64,9 +64,16 @@ def write_report(study: Any, output_dir: Path, folder: Path, key: str) -> str | 
     lines += ["| trial | state | " + key + " | " + " | ".join(names) + " | run |",
               "|" + " --- |" * (len(names) + 4)]  # fmt: skip
     for trial in trials:
-        run = trial_run(output_dir, study.study_name, trial.number)
+        run = run_of(study, trial, output_dir)
         values = [number(trial.params.get(name, "")) for name in names]
         lines.append(f"| {trial.number} | {trial.state.name.lower()} | {number(trial.value)} | "
-                     + " | ".join(values) + f" | {run.name if run else ''} |")  # fmt: skip
+                     + " | ".join(values) + f" | {run or ''} |")  # fmt: skip
     runs.write_text(folder / REPORT, "\n".join(lines) + "\n")
-    return best_run.name if best_run else None
+    return best_run
+
+
+def run_of(study: Any, trial: Any, output_dir: Path) -> str | None:
+    """The run a trial published: its folder here, or (a cloud trial) the name its driver recorded."""
+    local = runs.trial_run(output_dir, study.study_name, trial.number)
+    recorded = trial.user_attrs.get("run")
+    return local.name if local else str(recorded) if recorded else None

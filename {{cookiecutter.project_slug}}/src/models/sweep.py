@@ -21,13 +21,15 @@ driver on the same study is refused with one line (a lock beside the journal).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,7 @@ JOURNAL = "journal.log"
 STUDY_ENV, TRIAL_ENV, PARAMS_ENV = "SWEEP_STUDY", "SWEEP_TRIAL", "SWEEP_PARAMS"
 STORAGE_ENV, WATCH_ENV = "SWEEP_STORAGE", "SWEEP_WATCH"  # the journal, and the Trainer log key pruning watches
 PRUNED_PREFIX = "pruned-"
+RESULT_PREFIX = "sweep-result: "  # a trial's last line: its run and metrics as JSON (how sweep-cloud reads them)
 MAX_FAILURES_IN_A_ROW = 3
 
 
@@ -104,22 +107,32 @@ def _whole(settings: Settings, name: str) -> bool:
     return isinstance(getattr(getattr(settings, section), field), int)
 
 
-def trial_env(study: str, number: int, params: Mapping[str, Any], journal: Path, watch: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("TRAINING__RUN_NAME",)}
-    for name, value in params.items():
-        env[name.upper().replace(".", "__")] = json.dumps(value) if not isinstance(value, str) else value
+def trial_settings(study: str, number: int, params: Mapping[str, Any]) -> dict[str, str]:
+    """The variables that make a training run this trial: its parameters (SECTION__FIELD), run name and tags."""
+    env = {name.upper().replace(".", "__"): json.dumps(value) if not isinstance(value, str) else value
+           for name, value in params.items()}  # fmt: skip
     env.update({"TRAINING__RUN_NAME": f"{study}-t{number}", STUDY_ENV: study, TRIAL_ENV: str(number),
-                PARAMS_ENV: json.dumps(dict(params)), STORAGE_ENV: str(journal), WATCH_ENV: watch})  # fmt: skip
+                PARAMS_ENV: json.dumps(dict(params))})  # fmt: skip
     return env
 
 
-def trial_run(output_dir: Path, study: str, number: int) -> Path | None:
-    """The run folder trial `number` of `study` published, if it did."""
-    for run in runs.finished_runs(output_dir):
-        tag = runs.read_info(run).get("sweep") or {}
-        if tag.get("study") == study and tag.get("trial") == number:
-            return run
-    return None
+def trial_env(study: str, number: int, params: Mapping[str, Any], journal: Path, watch: str) -> dict[str, str]:
+    """This process's environment for a local trial, with the study's journal for pruning."""
+    env = {key: value for key, value in os.environ.items() if key != "TRAINING__RUN_NAME"}
+    return {**env, **trial_settings(study, number, params), STORAGE_ENV: str(journal), WATCH_ENV: watch}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended: its metric (None: no usable result), its run, pruned, and the exit code."""
+
+    value: float | None
+    run: str | None = None
+    pruned: bool = False
+    code: int = 0
+
+
+Trials = Callable[[int, Mapping[str, Any]], Outcome]  # runs trial N with these parameters
 
 
 def run_trial(command: list[str], env: dict[str, str]) -> int:
@@ -133,16 +146,31 @@ def run_trial(command: list[str], env: dict[str, str]) -> int:
         raise
 
 
-def main(argv: Sequence[str], task: Task[Any]) -> int:
+class LocalTrials:
+    """Each trial a `train-local` on this machine (the same launcher, devices and processes as any run)."""
+
+    def __init__(self, settings: Settings, smoke: bool, folder: Path, key: str, watch: str, study: str) -> None:
+        self.settings, self.smoke, self.folder, self.key, self.watch, self.study = (
+            settings, smoke, folder, key, watch, study)  # fmt: skip
+
+    def __call__(self, number: int, params: Mapping[str, Any]) -> Outcome:
+        command = [sys.executable, "-m", "src", "train-local", *(["--smoke"] if self.smoke else [])]
+        env = trial_env(self.study, number, params, self.folder / JOURNAL, self.watch)
+        code = run_trial(command, env)
+        if (self.folder / f"{PRUNED_PREFIX}{number}").exists():
+            return Outcome(None, pruned=True, code=code)
+        run = runs.trial_run(self.settings.training.output_dir, self.study, number)
+        if code != 0 or run is None:
+            return Outcome(None, code=code or 1)
+        value = runs.read_json(run / runs.METRICS).get(self.key)
+        return Outcome(float(value) if isinstance(value, int | float) else None, run.name, code=0)
+
+
+@contextlib.contextmanager
+def open_study(settings: Settings, study_name: str, maximize: bool) -> Iterator[Any]:
+    """The study in <output_dir>/sweeps/<study>/journal.log, this process its only driver (a lock beside it)."""
     import optuna
 
-    args = flags.SWEEP.parse(argv)
-    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
-    settings = load_settings(task.settings, overlays=overlays, flags=flags.SWEEP.settings_flags(args))
-    sweep = settings.sweep
-    study_name = sweep.study or f"{settings.training.run_name}-sweep"
-    key, maximize, watch = metric_of(settings, task)
-    check_values(settings, task, overlays)
     folder = study_dir(settings, study_name)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "driver.lock").open("a") as lock:
@@ -152,63 +180,99 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
             raise UserError(f"another `uv run sweep` is driving study {study_name} ({folder}): wait for it to "
                             "end, or give another --study") from None  # fmt: skip
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            storage=storage(folder / JOURNAL), study_name=study_name, load_if_exists=True,
-            direction="maximize" if maximize else "minimize",
-            sampler=optuna.samplers.RandomSampler(seed=settings.training.seed) if sweep.sampler == "random"
-            else optuna.samplers.TPESampler(seed=settings.training.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2) if sweep.pruner == "median"
-            else optuna.pruners.NopPruner(),
-        )  # fmt: skip
-        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # its driver was killed: nobody runs it
-            print(f"trial {stale.number} of {study_name} was cut short by an earlier stop: it is run again anew")
-        _drive(study, settings, task, args.smoke, folder, key, watch)
+        study = optuna.create_study(storage=storage(folder / JOURNAL), study_name=study_name, load_if_exists=True,
+                                    **study_options(settings, maximize))  # fmt: skip
+        yield study
+
+
+def study_options(settings: Settings, maximize: bool) -> dict[str, Any]:
+    import optuna
+
+    sweep = settings.sweep
+    return {
+        "direction": "maximize" if maximize else "minimize",
+        "sampler": optuna.samplers.RandomSampler(seed=settings.training.seed) if sweep.sampler == "random"
+        else optuna.samplers.TPESampler(seed=settings.training.seed),
+        "pruner": optuna.pruners.MedianPruner(n_startup_trials=2) if sweep.pruner == "median"
+        else optuna.pruners.NopPruner(),
+    }  # fmt: skip
+
+
+def cut_short(study: Any) -> list[int]:
+    """Mark failed the trials a killed driver left running (nobody runs them now); their numbers."""
+    import optuna
+
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        print(f"trial {trial.number} of {study.study_name} was cut short by an earlier stop: it is run again anew")
+    return [trial.number for trial in stale]
+
+
+def ask(study: Any, settings: Settings) -> tuple[Any, dict[str, Any]]:
+    trial = study.ask()
+    return trial, {name: suggest(trial, name, parameter, _whole(settings, name))
+                   for name, parameter in settings.sweep.space.items()}  # fmt: skip
+
+
+def main(argv: Sequence[str], task: Task[Any]) -> int:
+    args = flags.SWEEP.parse(argv)
+    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
+    settings = load_settings(task.settings, overlays=overlays, flags=flags.SWEEP.settings_flags(args))
+    study_name = settings.sweep.study or f"{settings.training.run_name}-sweep"
+    key, maximize, watch = metric_of(settings, task)
+    check_values(settings, task, overlays)
+    folder = study_dir(settings, study_name)
+    with open_study(settings, study_name, maximize) as study:
+        cut_short(study)
+        drive(study, settings, LocalTrials(settings, args.smoke, folder, key, watch, study_name), key)
+    return finish(study, settings, key)
+
+
+def finish(study: Any, settings: Settings, key: str) -> int:
     from src.evaluation.sweep_report import write_report
 
+    folder = study_dir(settings, study.study_name)
     best = write_report(study, settings.training.output_dir, folder, key)
-    print(json.dumps({"study": study_name, "best_run": best, "report": str(folder / "report.md")}, indent=2))
+    print(json.dumps({"study": study.study_name, "best_run": best, "report": str(folder / "report.md")}, indent=2))
     return 0
 
 
-def _drive(study: Any, settings: Settings, task: Task[Any], smoke: bool, folder: Path, key: str, watch: str) -> None:
+def drive(study: Any, settings: Settings, trials: Trials, key: str) -> None:
+    """Ask, run, tell until the study holds `sweep.trials` complete trials."""
     import optuna
 
     complete = optuna.trial.TrialState.COMPLETE
     failures = 0
     while len(study.get_trials(deepcopy=False, states=(complete,))) < settings.sweep.trials:
-        trial = study.ask()
-        params = {name: suggest(trial, name, parameter, _whole(settings, name))
-                  for name, parameter in settings.sweep.space.items()}  # fmt: skip
+        trial, params = ask(study, settings)
         print(f"trial {trial.number} of {study.study_name}: {json.dumps(params)}", flush=True)
-        command = [sys.executable, "-m", "src", "train-local", *(["--smoke"] if smoke else [])]
-        env = trial_env(study.study_name, trial.number, params, folder / JOURNAL, watch)
         try:
-            code = run_trial(command, env)
+            outcome = trials(trial.number, params)
         except BaseException:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        run = trial_run(settings.training.output_dir, study.study_name, trial.number)
-        if (folder / f"{PRUNED_PREFIX}{trial.number}").exists():
+        if outcome.run:
+            trial.set_user_attr("run", outcome.run)  # the report names it (a cloud trial's run is on the bucket)
+        if outcome.pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             print(f"trial {trial.number} pruned: worse than the earlier trials at the same step", flush=True)
-        elif code == 0 and run is not None:
-            value = runs.read_json(run / runs.METRICS).get(key)
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                print(f"trial {trial.number}: {run.name} has no finite {key}", flush=True)
-                continue
-            study.tell(trial, float(value))
+        elif outcome.value is not None and math.isfinite(outcome.value):
+            study.tell(trial, outcome.value)
             failures = 0
-            print(f"trial {trial.number}: {run.name} {key} {value:.4g}", flush=True)
+            print(f"trial {trial.number}: {outcome.run} {key} {outcome.value:.4g}", flush=True)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            if code in (errors.EXIT_INTERRUPTED, errors.EXIT_TERMINATED):
-                raise KeyboardInterrupt if code == errors.EXIT_INTERRUPTED else errors.Terminated()
+            if outcome.code in (errors.EXIT_INTERRUPTED, errors.EXIT_TERMINATED):
+                raise KeyboardInterrupt if outcome.code == errors.EXIT_INTERRUPTED else errors.Terminated()
+            if outcome.code == 0:
+                print(f"trial {trial.number}: {outcome.run} has no finite {key}", flush=True)
+                continue
             failures += 1
             if failures >= MAX_FAILURES_IN_A_ROW:
-                raise UserError(f"{failures} trials of {study.study_name} failed in a row (the last with exit code "
-                                f"{code}, its error above): fix that, then run the same command to go on")  # fmt: skip
+                raise UserError(f"{failures} trials of {study.study_name} failed in a row (the last with exit "
+                                f"code {outcome.code}, its error above): fix that, then run the same command to go "
+                                "on")  # fmt: skip
 
 
 class Pruning:

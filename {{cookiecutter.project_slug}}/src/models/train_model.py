@@ -64,7 +64,7 @@ def train(
     state = distributed.start(settings.training.seed)
     with contextlib.ExitStack() as stack:
         run = prepare_run(state, settings, task.model_files, resume, environ, stack)
-        trial = SweepTrial(state, environ) if sweep.STUDY_ENV in environ else None
+        trial = SweepTrial(state, environ) if sweep.STORAGE_ENV in environ else None  # pruning: the study is here
         with state.main_process_first():  # the main process fills the datasets cache, the others reuse it
             own = [ManifestCallback(), *([trial] if trial else [])]
             trainer = recipe.build_trainer(settings, run.checkpoint_dir, [*own, *callbacks])
@@ -251,4 +251,11 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         distributed.stop()
     if PartialState().is_main_process:
         print(json.dumps(metrics, indent=2))
+        if sweep.STUDY_ENV in os.environ:  # one line the sweep's driver reads back (on the cloud, from the job's log)
+            trial = {
+                "study": os.environ[sweep.STUDY_ENV],
+                "trial": int(os.environ[sweep.TRIAL_ENV]),
+                "metrics": metrics,
+            }
+            print(sweep.RESULT_PREFIX + json.dumps(trial), flush=True)
     return 0

@@ -67,6 +67,28 @@ def test_killed_with_sigkill_then_run_again_the_sweep_ends_with_its_trials_and_a
     assert (folder / "history.png").stat().st_size > 1000
 
 
+def test_ctrl_c_stops_the_running_trial_marks_it_failed_and_exits_130(tmp_path: Path) -> None:
+    import optuna
+
+    output_dir = with_smoke_assets(tmp_path)
+    env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **QUICK)
+    process = start_module("src", "sweep", "--smoke", "--trials", "2", "--study", "stopped", env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(output_dir.glob(".checkpoints/stopped-t0-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first trial is training
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the driver and its trial
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(output_dir), 20), "the trial ended with the driver"
+    study = optuna.load_study(
+        study_name="stopped", storage=sweep.storage(output_dir / sweep.SWEEPS / "stopped" / sweep.JOURNAL)
+    )
+    assert [trial.state.name for trial in study.trials] == ["FAIL"]
+    assert not trial_runs(output_dir, "stopped")
+
+
 def test_a_second_driver_on_the_same_study_is_refused(tmp_path: Path) -> None:
     output_dir = with_smoke_assets(tmp_path)
     folder = output_dir / sweep.SWEEPS / "busy"

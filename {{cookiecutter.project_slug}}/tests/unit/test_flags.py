@@ -39,7 +39,9 @@ def setting_flags() -> list[tuple[str, Flag]]:
 
 
 # Values for the fields that configs/settings.yaml leaves null (the others get their own value).
-FOR_NULL_FIELDS: dict[str, tuple[str, Any]] = {"training.num_processes": ("2", 2), "cloud.gpus": ("T4:1", "T4:1")}
+FOR_NULL_FIELDS: dict[str, tuple[str, Any]] = {
+    "training.num_processes": ("2", 2), "cloud.gpus": ("T4:1", "T4:1"), "sweep.study": ("lr-search", "lr-search"),
+}  # fmt: skip
 IDS = [f"{name}{flag.name}" for name, flag in setting_flags()]
 
 

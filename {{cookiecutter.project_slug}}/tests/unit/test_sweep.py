@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,38 @@ def test_a_trial_gets_its_parameters_as_settings_variables(tmp_path: Path) -> No
     assert env["TRAINING__RUN_NAME"] == "study-a-t3"
     assert json.loads(env[sweep.PARAMS_ENV]) == params
     assert (env[sweep.STUDY_ENV], env[sweep.TRIAL_ENV]) == ("study-a", "3")
+
+
+def test_a_cloud_trial_is_the_training_task_with_its_values_and_job_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sweep-cloud's job: the task file's job, the trial's variables and the local overrides as envs (the task
+    file's own envs kept), the chosen cloud, and recovery after errors; the journal is not handed to the cloud."""
+    from src.cloud import sweep_cloud
+
+    monkeypatch.setenv("TRAINING__MAX_STEPS", "7")
+    settings = load_settings(flags={"cloud.infra": ("--infra", "azure"), "cloud.gpus": ("--gpus", "A100:1")})
+    base = {"name": "x", "resources": {"infra": "gcp", "accelerators": "T4:1"}, "envs": {"OWN": "1"}, "run": "true"}
+    config = sweep_cloud.job_config(base, settings, "lr", 4, {"training.learning_rate": 0.001}, dict(os.environ))
+    assert config["name"] == "sweep-lr-t4"
+    assert config["resources"]["infra"] == "azure"
+    assert config["resources"]["accelerators"] == "A100:1"
+    assert config["resources"]["job_recovery"] == {"max_restarts_on_errors": sweep_cloud.JOB_RESTARTS}
+    envs = config["envs"]
+    assert (envs["OWN"], envs["TRAINING__MAX_STEPS"], envs["TRAINING__LEARNING_RATE"]) == ("1", "7", "0.001")
+    assert (envs["TRAINING__RUN_NAME"], envs[sweep.STUDY_ENV], envs[sweep.TRIAL_ENV]) == ("lr-t4", "lr", "4")
+    assert sweep.STORAGE_ENV not in envs
+    assert "PATH" not in envs, "only settings travel, not this machine's environment"
+    assert base["resources"] == {"infra": "gcp", "accelerators": "T4:1"}, "the task file's job is not changed"
+
+
+def test_a_cloud_trials_metric_is_its_own_last_result_line() -> None:
+    from src.cloud import sweep_cloud
+
+    def line(study: str, trial: int, accuracy: float) -> str:
+        result = {"study": study, "trial": trial, "metrics": {"run_id": "r", "accuracy": accuracy}}
+        return sweep.RESULT_PREFIX + json.dumps(result) + "\n"
+
+    log = ["(task) step 1\n", line("lr", 3, 0.5), line("other", 4, 0.9), line("lr", 4, 0.6), line("lr", 4, 0.7),
+           "(task) " + sweep.RESULT_PREFIX + "{not json\n"]  # fmt: skip
+    assert sweep_cloud.read_result(log, "lr", 4) == {"run_id": "r", "accuracy": 0.7}
+    assert sweep_cloud.read_result(log, "lr", 5) is None
+    assert sweep_cloud.read_result(["Job failed\n"], "lr", 4) is None
