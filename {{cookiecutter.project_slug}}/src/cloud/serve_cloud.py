@@ -70,12 +70,15 @@ def with_base_at(run: Path, base: Path, replica_path: str) -> Path:
 
 
 def spec_with_upload(service_file: Path, uploads: Mapping[str, Path]) -> Path:
-    """A copy of the service file that also uploads each local folder to its path on the replicas."""
+    """A copy of the service file that uploads each local folder to its path on the replicas, in place of the
+    training bucket's mount (the model is not read from there, and mounting would create the bucket)."""
     spec = yaml.safe_load(service_file.read_text(encoding="utf-8"))
     if not isinstance(spec, dict):
         raise CloudError(f"{service_file}: expected a SkyPilot service spec (a mapping)")
     spec["workdir"] = str(service_file.parent.resolve())  # the copy lives elsewhere
-    spec.setdefault("file_mounts", {}).update({remote: str(local) for remote, local in uploads.items()})
+    mounts = spec.get("file_mounts") or {}
+    mounts.pop(str(Path(BUCKET_MODELS).parent), None)
+    spec["file_mounts"] = {**mounts, **{remote: str(local) for remote, local in uploads.items()}}
     target = Path(tempfile.mkdtemp(prefix="serve-cloud-")) / service_file.name
     target.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return target
