@@ -226,11 +226,12 @@ def settings_path(environ: Mapping[str, str] | None = None) -> Path:
         raise SettingsError(f"{SETTINGS_FILE_ENV}: {error}") from None
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any], depth: int = 2) -> dict[str, Any]:
+    """Sections merge field by field; a field's value is replaced whole (`SWEEP__SPACE='{}'` empties the space)."""
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        if depth > 1 and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value, depth - 1)
         else:
             merged[key] = value
     return merged
@@ -253,6 +254,8 @@ def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str])
             problem = "unknown key (check the spelling or remove it)"
         elif item["type"] == "missing":
             problem = "missing: add it to the file"
+        elif not item["loc"]:  # a check across sections (its message names the field): the input is all of them
+            problem = item["msg"].removeprefix("Value error, ")
         else:
             shown = repr(item.get("input"))
             message = item["msg"].removeprefix("Value error, ")
@@ -263,7 +266,7 @@ def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str])
             where = "  [override: " + "__".join(str(part).upper() for part in item["loc"][:2]) + "]"
         else:
             where = ""  # a whole section: no variable sets it
-        problems.append(f"{field}: {problem}{where}")
+        problems.append(f"{field}: {problem}{where}" if field else f"{problem}{where}")
     if len(problems) == 1:
         return f"{path}: {problems[0]}"
     return "\n".join([f"{path}: {len(problems)} invalid settings", *(f"  {line}" for line in problems)])

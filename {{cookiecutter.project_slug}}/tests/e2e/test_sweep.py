@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from src import runs
 from src.models import sweep
 from tests.helpers.models import with_smoke_assets
@@ -102,9 +104,18 @@ def test_a_second_driver_on_the_same_study_is_refused(tmp_path: Path) -> None:
     assert not runs.finished_runs(output_dir)
 
 
-def test_a_parameter_that_is_no_settings_field_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    env = clean_env(TRAINING__OUTPUT_DIR=str(tmp_path), SWEEP__SPACE="{training.learnin_rate: {low: 1, high: 2}}")
-    result = run_module("src", "sweep", "--smoke", env=env)
+@pytest.mark.parametrize(
+    ("space", "problem"),
+    [("{training.learnin_rate: {low: 1, high: 2}}", "'training.learnin_rate' is not a field of training"),
+     ("{}", "sweep.space is empty")],
+    ids=["not-a-settings-field", "empty"],
+)  # fmt: skip
+def test_a_bad_search_space_is_one_line_and_writes_nothing(tmp_path: Path, space: str, problem: str) -> None:
+    result = run_module(
+        "src", "sweep", "--smoke", env=clean_env(TRAINING__OUTPUT_DIR=str(tmp_path), SWEEP__SPACE=space)
+    )
     assert result.returncode == 2
-    assert "'training.learnin_rate' is not a field of training" in only_error_line(result.stderr)
+    line = only_error_line(result.stderr)
+    assert problem in line
+    assert "(got" not in line, "the line names the field, not every setting's value"
     assert list(tmp_path.iterdir()) == []

@@ -108,3 +108,10 @@ def test_a_cloud_trials_metric_is_its_own_last_result_line() -> None:
     assert sweep_cloud.read_result(log, "lr", 4) == {"run_id": "r", "accuracy": 0.7}
     assert sweep_cloud.read_result(log, "lr", 5) is None
     assert sweep_cloud.read_result(["Job failed\n"], "lr", 4) is None
+
+
+def test_a_search_space_given_by_variable_replaces_the_files_whole() -> None:
+    """A setting is one value: SWEEP__SPACE names the whole space, not keys to add to the file's."""
+    settings = load_settings(environ={"SWEEP__SPACE": "{training.warmup_fraction: {low: 0.0, high: 0.2}}"})
+    assert list(settings.sweep.space) == ["training.warmup_fraction"]
+    assert load_settings(environ={"SWEEP__SPACE": "{}"}).sweep.space == {}
