@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": "src.evaluation.evaluate",
     "predict": "src.evaluation.predict",
     "compare": "src.evaluation.compare",
+    "promote": "src.promotion",
 }
 
 

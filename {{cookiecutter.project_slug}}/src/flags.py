@@ -74,6 +74,15 @@ TRAIN_LOCAL = Command("train-local", "Fine-tune the model in configs/settings.ya
          {"type": int, "metavar": "N"}),
     Flag("--resume", None, "continue the newest unfinished run, or the run RUN",
          {"nargs": "?", "const": "", "metavar": "RUN"}),
+    Flag("--promote", "promotion.after_training", "then promote the new run if it passes the gate (uv run promote)",
+         SETTING_SWITCH),
+))  # fmt: skip
+
+PROMOTE = Command("promote", "Make a run the served one (models/production) if it passes the gate.", (
+    Flag("run", None, "a run under training.output_dir (default: latest)", {"nargs": "?", "metavar": "RUN"}),
+    Flag("--force", None, "promote even if the gate fails, recording REASON", {"metavar": "REASON"}),
+    Flag("--rollback", None, "go back to the run promoted before", SWITCH),
+    Flag("--runs-dir", "training.output_dir", "where the runs are", PATH),
 ))  # fmt: skip
 
 SWEEP = Command("sweep", "Search hyperparameters: each trial a training run (the sweep section of settings).", (
@@ -99,6 +108,8 @@ TRAIN_CLOUD = Command("train-cloud", "Fine-tune on the cloud with SkyPilot.", (
     Flag("--num-nodes", "cloud.num_nodes", "machines to train on together", NUMBER),
     Flag("--spot", "cloud.use_spot", "use spot/preemptible capacity", SETTING_SWITCH),
     Flag("--cluster", "cloud.cluster_name", "cluster or managed-job name"),
+    Flag("--promote", "promotion.after_training", "promote the run on the bucket if it passes the gate",
+         SETTING_SWITCH),
 ))  # fmt: skip
 
 SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe.", (
@@ -134,4 +145,6 @@ COMPARE = Command("compare", "The finished training runs side by side.", (
     Flag("--markdown", None, "print a Markdown table", SWITCH),
 ))  # fmt: skip
 
-COMMANDS = {command.prog: command for command in (TRAIN_LOCAL, SWEEP, SWEEP_CLOUD, TRAIN_CLOUD, SERVE_CLOUD, COMPARE)}
+COMMANDS = {
+    command.prog: command for command in (TRAIN_LOCAL, SWEEP, SWEEP_CLOUD, TRAIN_CLOUD, SERVE_CLOUD, COMPARE, PROMOTE)
+}

@@ -17,7 +17,7 @@ from typing import Any
 
 from src.errors import UserError
 from src.fingerprints import sha256
-from src.runs import LATEST, RUN_INFO, check_run_id, finished_runs, follow_latest
+from src.runs import LATEST, PRODUCTION, RUN_INFO, check_run_id, finished_runs, follow_latest
 from src.weights import ModelFiles, nonfinite_tensor, weights_files, weights_problem
 
 
@@ -30,7 +30,13 @@ class BadModelFolderError(UserError):
 
 
 def resolve(path: Path, files: ModelFiles) -> Path:
-    """The model folder at `path`, following `latest`; if that pointer is gone, the newest finished run beside it."""
+    """The model folder at `path`, following `latest`; if that pointer is gone, the newest finished run beside it.
+    `production` where nothing was ever promoted is `latest` (a first smoke run serves at once)."""
+    if path.name == PRODUCTION and not path.exists() and not path.is_symlink():
+        path = path.parent / LATEST
+    elif path.name == PRODUCTION and not (follow_latest(path) / files.config).is_file():
+        raise ModelNotFoundError(f"{path} names run {follow_latest(path).name}, which is gone: promote another "
+                                 "(`uv run promote RUN`) or go back (`uv run promote --rollback`)")  # fmt: skip
     folder = follow_latest(path)
     if path.name == LATEST and not (folder / files.config).is_file():  # gone, dangling or emptied
         newest = finished_runs(path.parent)
@@ -70,6 +76,14 @@ def find_run(output_dir: Path, name: str | None, files: ModelFiles) -> Path:
         known = ", ".join(path.name for path in finished_runs(output_dir)[:5]) or "none yet"
         raise ModelNotFoundError(f"no run {name!r} under {output_dir} (newest runs: {known})")
     return resolve(candidate, files)
+
+
+def which(path: Path) -> str:
+    """How serve names its choice on start: the promoted run, or the newest where nothing was promoted."""
+    if path.name == PRODUCTION:
+        promoted = path.exists() or path.is_symlink()
+        return "the promoted run (models/production)" if promoted else "the newest run (nothing promoted yet)"
+    return "the newest run" if path.name == LATEST else "the folder given"
 
 
 def fail(path: Path, problem: str) -> BadModelFolderError:

@@ -33,6 +33,8 @@ import yaml
 from src.errors import UserError, raise_if_signalled
 
 LATEST = "latest"
+PRODUCTION = "production"  # the promoted run, what serve and serve-cloud serve (`uv run promote`)
+POINTERS = (LATEST, PRODUCTION)
 TEMP_PREFIX = ".tmp-"
 CHECKPOINTS = ".checkpoints"
 RUN_INFO = "run.json"
@@ -193,8 +195,13 @@ def publish(staging_dir: Path, output_dir: Path, run_id: str, move_latest: bool 
 
 
 def point_latest(output_dir: Path, run_id: str) -> None:
-    link = output_dir / LATEST
-    temporary = output_dir / f"{TEMP_PREFIX}{LATEST}-{uuid.uuid4().hex[:8]}"
+    point(output_dir, LATEST, run_id)
+
+
+def point(output_dir: Path, pointer: str, run_id: str) -> None:
+    """Make `<output_dir>/<pointer>` name the run, atomically (a rename over the old pointer)."""
+    link = output_dir / pointer
+    temporary = output_dir / f"{TEMP_PREFIX}{pointer}-{uuid.uuid4().hex[:8]}"
     try:
         temporary.symlink_to(run_id, target_is_directory=True)
     except OSError:
@@ -213,8 +220,8 @@ def remove_stale_staging(output_dir: Path, run_id: str) -> None:
 
 
 def follow_latest(path: Path) -> Path:
-    """`path` itself, or the run a `latest` pointer (symlink or text file) names, resolved."""
-    if path.is_file() and path.name == LATEST:
+    """`path` itself, or the run a `latest` or `production` pointer (symlink or text file) names, resolved."""
+    if path.is_file() and path.name in POINTERS:
         path = path.parent / path.read_text(encoding="utf-8").strip()
     return path.resolve()
 

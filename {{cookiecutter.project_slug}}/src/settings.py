@@ -41,7 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "configs" / "settings.yaml"
 SMOKE_SETTINGS_FILE = PROJECT_ROOT / "configs" / "smoke.yaml"
 # Names the run folder format keeps for itself (see src/runs.py).
-RESERVED_RUN_NAMES = {"latest"}
+RESERVED_RUN_NAMES = {"latest", "production", "sweeps"}
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
@@ -98,6 +98,16 @@ class Section(BaseModel):
 
 class ProjectSettings(Section):
     name: NonEmpty
+    license: NonEmpty = Field(default="apache-2.0", description="the model card's license (a Hub license id)")
+
+
+class PromotionSettings(Section):
+    """`uv run promote`'s gate: the candidate's metric against the promoted run's, on the same evaluation data."""
+
+    metric: str | None = Field(default=None, description="null: the task's first metric")
+    max_regression: float = Field(default=0.0, ge=0, description="how much worse than the promoted run is allowed")
+    min_value: float | None = Field(default=None, description="a floor (a ceiling for lower-is-better metrics)")
+    after_training: bool = Field(default=False, description="train-local/train-cloud --promote: gate the new run")
 
 
 class ModelSettings(Section):
@@ -191,6 +201,7 @@ class Settings(Section):
     serving: ServingSettings
     cloud: CloudSettings
     sweep: SweepSettings = Field(default_factory=SweepSettings)  # `uv run sweep` (src/sweep_settings.py)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)  # `uv run promote` (src/promotion.py)
 
     @model_validator(mode="after")
     def _sweep_names_fields(self) -> Settings:

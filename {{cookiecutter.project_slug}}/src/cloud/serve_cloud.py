@@ -1,8 +1,9 @@
 """`uv run serve-cloud`: serve a trained model on the cloud with SkyServe.
 
 Builds `sky serve up sky_serve.yaml --service-name <name> --infra <cloud> ...` from
-configs/settings.yaml. By default the replicas serve the newest finished run that
-`uv run train-cloud` wrote to the training bucket; `--run <run id>` picks another run
+configs/settings.yaml. By default the replicas serve the promoted run on the training bucket
+(`models/production`, which `train-cloud --promote` moves; the newest finished run that
+`uv run train-cloud` wrote there where none was promoted); `--run <run id>` picks another run
 there, and `--model-dir <folder>` uploads a model folder from this machine instead (after
 the same check `uv run serve` makes), with the base model it loads beside it when that is a
 local folder (a LoRA run's base model: the replicas could not find it otherwise). The spec is
@@ -31,7 +32,7 @@ from src import flags, model_folder
 from src.cloud.train_cloud import CloudError, forwarded_env, hand_over_to_sky, validate_task
 from src.contract import Task
 from src.deployment.http_guard import API_KEY_ENV
-from src.runs import LATEST, RUN_INFO
+from src.runs import PRODUCTION, RUN_INFO
 from src.settings import Settings, load_settings
 
 BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
@@ -53,7 +54,7 @@ def model_source(args: argparse.Namespace, task: Task[Any]) -> tuple[str, dict[s
         if run in {"", ".", ".."} or "/" in run or run.startswith("."):
             raise CloudError(f"--run {run!r}: give a run id such as smoke-20261202-153000 (see `uv run compare`)")
         return f"{BUCKET_MODELS}/{run}", {}
-    return f"{BUCKET_MODELS}/{LATEST}", {}
+    return f"{BUCKET_MODELS}/{PRODUCTION}", {}  # the promoted run (the newest where none was: serve's fallback)
 
 
 def with_base_at(run: Path, base: Path, replica_path: str) -> Path:

@@ -87,6 +87,8 @@ def build_command(settings: Settings, passthrough: Sequence[str], environ: Mappi
     forwarded, _ = forwarded_env(environ, cloud.task_file, type(settings))
     if "TRAINING__RUN_NAME" not in dict(forwarded):
         forwarded.insert(0, ("TRAINING__RUN_NAME", settings.training.run_name))
+    if settings.promotion.after_training and "PROMOTION__AFTER_TRAINING" not in dict(forwarded):
+        forwarded.append(("PROMOTION__AFTER_TRAINING", "true"))  # --promote: the cloud run gates itself
     for key, value in forwarded:
         command += ["--env", f"{key}={value}"]
     for secret in SECRETS:

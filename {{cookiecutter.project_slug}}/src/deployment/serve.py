@@ -158,8 +158,9 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     engine = serving_task.choose(serving, folder)  # before any worker loads torch: a bad choice is one line
     for line in (*engine.notes, *compat.notes()):
         print(line, flush=True)
-    print(f"Serving {folder.path} on http://{serving.host}:{serving.port}{serving_task.route} with {engine} "
-          f"({serving_task.describe(folder)})", flush=True)  # fmt: skip
+    print(f"Serving run {folder.path.name}, {model_folder.which(serving.model_dir)} ({folder.path}), on "
+          f"http://{serving.host}:{serving.port}{serving_task.route} with {engine} ({serving_task.describe(folder)})",
+          flush=True)  # fmt: skip
     api = serving_task.api(folder, serving, engine, serving.worker_threads)
     with tempfile.TemporaryDirectory(prefix="serve-status-") as status:
         api.status_dir = Path(status)  # a worker that cannot start says why there (worker.py)

@@ -29,6 +29,7 @@ from src.contract import Task
 from src.devices import cpu_cores, visible_gpus
 from src.errors import UserError
 from src.hub import hub_downloads, hub_reachable, offline_message
+from src.models import sweep
 from src.models.supervisor import Join, Supervisor
 from src.settings import SMOKE_SETTINGS_FILE, Settings, load_settings
 
@@ -202,6 +203,12 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         join = Join(settings.training.rendezvous_timeout, plan.processes_per_machine, f"{waited} {where}")
     supervisor = Supervisor(command(child_args, plan), env, join)
     try:
-        return supervisor.run()
+        code = supervisor.run()
     finally:
         supervisor.cleanup()
+    if code == 0 and settings.promotion.after_training and plan.machine_rank == 0 and sweep.STUDY_ENV not in env:
+        from src import promotion
+
+        newest = runs.follow_latest(settings.training.output_dir / runs.LATEST)
+        return promotion.after_training(settings, task, newest.name)
+    return code

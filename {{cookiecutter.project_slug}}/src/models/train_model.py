@@ -27,7 +27,7 @@ from accelerate import PartialState
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import TrainOutput
 
-from src import fingerprints, flags, runs
+from src import fingerprints, flags, model_card, runs
 from src.contract import Task, TrainingRecipe
 from src.devices import best_device, cuda_available, training_precision
 from src.errors import UserError
@@ -77,7 +77,7 @@ def train(
             return {"run_id": run.run_id, "pruned": True}
         metrics = collect_metrics(trainer, result, run, settings.training, environ, recipe)
         if state.is_main_process:
-            publish(trainer, settings, run.run_id, metrics, recipe)
+            publish(trainer, settings, run.run_id, metrics, recipe, task)
             logger.info("%s: %s %s", run.run_id, task.metrics[0].title, format(metrics[task.metrics[0].key], ".4g"))
             shutil.rmtree(run.checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
         state.wait_for_everyone()
@@ -150,7 +150,9 @@ class SweepTrial(TrainerCallback):
             self.pruned = control.should_training_stop = True
 
 
-def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str, Any], recipe: TrainingRecipe) -> Path:
+def publish(
+    trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str, Any], recipe: TrainingRecipe, task: Task[Any]
+) -> Path:
     """Save the model, its records and its report into a staging folder, then publish it as the run (main process)."""
     output_dir = settings.training.output_dir
     runs.remove_stale_staging(output_dir, run_id)
@@ -181,6 +183,10 @@ def publish(trainer: Trainer, settings: Settings, run_id: str, metrics: dict[str
             recipe.report(staging, settings, metrics, output_dir / run_id)
         except Exception:  # costs the report, not the trained model
             logger.exception("Could not write the evaluation report: `uv run evaluate %s` writes it", run_id)
+        try:  # README.md: the model card (Hub metadata, the evaluation, the report's pictures)
+            model_card.write(staging, settings, metrics, task.name, task.metrics, run_id)
+        except Exception:  # costs the card, not the trained model
+            logger.exception("Could not write the model card of %s", run_id)
         final = runs.publish(staging, output_dir, run_id, move_latest=sweep.STUDY_ENV not in os.environ)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -76,7 +76,7 @@ def test_dry_run_prints_sky_serve_up(tmp_path: Path) -> None:
     assert command[:3] == ["sky", "serve", "up"]
     assert command[command.index("--infra") + 1] == cloud.infra
     assert command[command.index("--service-name") + 1] == cloud.service_name
-    assert "SERVING__MODEL_DIR=/checkpoints/models/latest" in command, "the newest run on the bucket"
+    assert "SERVING__MODEL_DIR=/checkpoints/models/production" in command, "the promoted run on the bucket"
     assert command[command.index("--secret") + 1] == "LIT_SERVER_API_KEY"
     assert "LIT_SERVER_API_KEY" in result.stderr, "a note: set the key before the real launch"
     assert not sky_api_servers()
