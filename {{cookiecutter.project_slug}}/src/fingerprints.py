@@ -28,12 +28,20 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+UNRECORDED = {"README.md"}  # the model card: what the run says of itself, written after the model (model_card.py)
+
+
 def folder_files(folder: Path) -> dict[str, str]:
-    """sha256 of each file in `folder` and below, by its path relative to `folder` (hidden ones left out)."""
+    """sha256 of each file in `folder` and below, by its path relative to `folder` (hidden ones and the model
+    card left out)."""
     found = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+        if (
+            path.is_file()
+            and relative.as_posix() not in UNRECORDED
+            and not any(part.startswith(".") for part in relative.parts)
+        ):
             found[relative.as_posix()] = sha256(path)
     return found
 

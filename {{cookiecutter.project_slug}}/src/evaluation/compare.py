@@ -95,8 +95,9 @@ def render(table: Sequence[Sequence[str]], header: Sequence[str], markdown: bool
     widths = [max(len(cell) for cell in column) for column in zip(header, *table, strict=True)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *table]]  # fmt: skip
-    return "\n".join(lines) + f"\n\n{LATEST_MARK} = latest (what `uv run evaluate` uses; `uv run serve` serves models/production, "
-        "the promoted run, or latest where none was)\n"
+    footer = (f"{LATEST_MARK} = latest (what `uv run evaluate` uses; `uv run serve` serves models/production, the "
+              "promoted run, or latest where none was)")  # fmt: skip
+    return "\n".join(lines) + f"\n\n{footer}\n"
 
 
 def main(argv: Sequence[str], task: Task[Any]) -> int:

@@ -30,7 +30,7 @@ def defaults() -> dict[str, dict[str, object]]:
 def test_default_settings_load() -> None:
     settings = load_settings(environ={})
     assert settings.data.dataset, "the real default trains on a Hub dataset"
-    assert settings.serving.model_dir == PROJECT_ROOT / "models" / "latest"
+    assert settings.serving.model_dir == PROJECT_ROOT / "models" / "production", "the promoted run (latest: none)"
     assert settings.training.output_dir.is_absolute()
 
 
