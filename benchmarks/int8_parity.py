@@ -90,11 +90,11 @@ def one_seed(seed: int, work: Path) -> dict[str, Any]:
         as_dicts = [dict(zip(labels, values, strict=True)) for values in served]
         verdict = parity.compare([dict(zip(labels, v, strict=True)) for v in reference], as_dicts, "eval split")
         row[name] = {
-            "label_agreement": verdict.label_agreement,
-            "mean_probability_change": verdict.mean_probability_change,
-            "max_probability_change": verdict.max_probability_change,
-            "passes_earlier_check": passes_earlier(reference, served),
-            "passes_check": verdict.ok,
+            "label_agreement": float(verdict.label_agreement),
+            "mean_probability_change": float(verdict.mean_probability_change),
+            "max_probability_change": float(verdict.max_probability_change),
+            "passes_earlier_check": bool(passes_earlier(reference, served)),
+            "passes_check": bool(verdict.ok),
         }
     return row
 

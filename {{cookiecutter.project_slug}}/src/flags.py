@@ -121,6 +121,9 @@ SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe
     Flag("--run", None, "a finished run id on the training bucket (default: the newest)", exclusive_group="model"),
     Flag("--model-dir", None, "a model folder on this machine, uploaded to the replicas", PATH,
          exclusive_group="model"),
+    Flag("--update", None, "update the running service in place (a rolling update)", SWITCH, exclusive_group="how"),
+    Flag("--up", None, "start the service anew, even where one was started from here", SWITCH,
+         exclusive_group="how"),
 ))  # fmt: skip
 
 # The flags every task's serve, evaluate and predict take; each task adds its own (src/task/).

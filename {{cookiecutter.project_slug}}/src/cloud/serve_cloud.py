@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from src import flags, model_folder
-from src.cloud.train_cloud import CloudError, forwarded_env, hand_over_to_sky, validate_task
+from src import flags, model_folder, runs
+from src.cloud.train_cloud import CloudError, check_credentials, forwarded_env, hand_over_to_sky, validate_task
 from src.contract import Task
 from src.deployment.http_guard import API_KEY_ENV
 from src.runs import PRODUCTION, RUN_INFO
@@ -85,12 +85,40 @@ def spec_with_upload(service_file: Path, uploads: Mapping[str, Path]) -> Path:
     return target
 
 
-def build_command(
-    settings: Settings, spec: Path, model_dir: str, passthrough: Sequence[str], environ: Mapping[str, str]
-) -> list[str]:
-    """The sky command line. The API key is passed by name: sky reads its value itself."""
+SERVICES = ".services.json"  # under training.output_dir: the services serve-cloud started from this project
+
+
+def started_here(settings: Settings) -> dict[str, Any]:
+    """{service name: what serve-cloud recorded when it started it}."""
+    path = settings.training.output_dir / SERVICES
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def note_started(settings: Settings) -> None:
     cloud = settings.cloud
-    command = ["sky", "serve", "up", str(spec), "--service-name", cloud.service_name, "--infra", cloud.infra]
+    recorded = {
+        **started_here(settings),
+        cloud.service_name: {"infra": cloud.infra, "at": runs.timestamp(runs.now_utc())},
+    }
+    settings.training.output_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_text(settings.training.output_dir / SERVICES, json.dumps(recorded, indent=2))
+
+
+def build_command(
+    settings: Settings, spec: Path, model_dir: str, passthrough: Sequence[str], environ: Mapping[str, str],
+    update: bool = False,
+) -> list[str]:  # fmt: skip
+    """The sky command line: `sky serve up`, or `sky serve update --mode rolling` for a running service (its
+    replicas replaced one at a time, the endpoint answering throughout). The API key is passed by name."""
+    cloud = settings.cloud
+    if update:
+        command = ["sky", "serve", "update", cloud.service_name, str(spec), "--mode", "rolling", "--infra", cloud.infra]
+    else:
+        command = ["sky", "serve", "up", str(spec), "--service-name", cloud.service_name, "--infra", cloud.infra]
     if cloud.gpus:
         command += ["--gpus", cloud.gpus]
     if cloud.service_use_spot:
@@ -112,9 +140,14 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     spec = spec_with_upload(service_file, uploads) if uploads else service_file
     if uploads:
         validate_task(spec, setting="cloud.service_file")
-    command = build_command(settings, spec, model_dir, passthrough, os.environ)
+    update = args.update or (not args.up and settings.cloud.service_name in started_here(settings))
+    command = build_command(settings, spec, model_dir, passthrough, os.environ, update)
     if args.dry_run:
         print(shlex.join(command))
+        if update and not args.update:
+            print(f"note: service {settings.cloud.service_name} was started from this project "
+                  f"({settings.training.output_dir / SERVICES}): a rolling update; --up starts it anew",
+                  file=sys.stderr)  # fmt: skip
         if not os.environ.get(API_KEY_ENV):
             print(f"note: set {API_KEY_ENV} before the real launch: the replicas require it", file=sys.stderr)
         return 0
@@ -123,4 +156,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
             f"{API_KEY_ENV} is not set: the service would be open to anyone who finds its address. "
             f"Set it (e.g. export {API_KEY_ENV}=$(openssl rand -hex 24)) and run serve-cloud again"
         )
+    if not update:
+        check_credentials(settings.cloud.infra)  # before the note: nothing is written when nothing launches
+        note_started(settings)  # the next serve-cloud of this service updates it in place
     hand_over_to_sky(settings.cloud.infra, command)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.cloud import serve_cloud
 from src.config import load_settings
 from src.task import TASK
 from tests.helpers.models import WEIGHTS
@@ -83,6 +84,29 @@ def test_dry_run_prints_sky_serve_up(tmp_path: Path) -> None:
 
 
 @needs_sky
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_a_service_started_from_here_gets_a_rolling_update(tmp_path: Path, cloud: str) -> None:
+    """serve-cloud records the services it starts; the next one updates in place (`sky serve update --mode
+    rolling`: replicas replaced one at a time), its spec validated by SkyPilot's schema; --up starts anew."""
+    output_dir = tmp_path / "models"
+    output_dir.mkdir()
+    name = load_settings(environ={}).cloud.service_name
+    (output_dir / serve_cloud.SERVICES).write_text(json.dumps({name: {"infra": cloud}}))
+    env = sky_env(tmp_path, TRAINING__OUTPUT_DIR=str(output_dir), CLOUD__SERVICE_FILE=str(spec_for(cloud, tmp_path)))
+    result = run_module("src", "serve-cloud", "--dry-run", "--infra", cloud, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    command = shlex.split(result.stdout)
+    assert command[:4] == ["sky", "serve", "update", name]
+    assert command[command.index("--mode") + 1] == "rolling"
+    assert command[command.index("--infra") + 1] == cloud
+    assert "SERVING__MODEL_DIR=/checkpoints/models/production" in command
+    assert "rolling update" in result.stderr
+    anew = run_module("src", "serve-cloud", "--dry-run", "--up", env=env)
+    assert shlex.split(anew.stdout)[:3] == ["sky", "serve", "up"]
+    assert not sky_api_servers()
+
+
+@needs_sky
 def test_dry_run_with_a_run_spot_gpus_and_overrides(tmp_path: Path) -> None:
     env = sky_env(tmp_path, SERVING__PRECISION="fp32", LIT_SERVER_API_KEY="secret-value")
     argv = ["--dry-run", "--run", "smoke-20261202-153000", "--spot", "--gpus", "T4:1", "--infra", "aws"]
@@ -141,10 +165,12 @@ def test_local_model_folder_that_cannot_serve_is_refused(tmp_path: Path) -> None
 def test_launch_without_credentials_fails_fast_and_clearly(tmp_path: Path) -> None:
     infra = load_settings(environ={}).cloud.infra
     started = time.monotonic()
-    result = run_module("src", "serve-cloud", env=sky_env(tmp_path, LIT_SERVER_API_KEY="k"), timeout=60)
+    env = sky_env(tmp_path, LIT_SERVER_API_KEY="k", TRAINING__OUTPUT_DIR=str(tmp_path / "models"))
+    result = run_module("src", "serve-cloud", env=env, timeout=60)
     assert time.monotonic() - started < 30
     assert result.returncode == 2
     assert f"{infra.split('/')[0]} has no usable credentials" in only_error_line(result.stderr)
+    assert not (tmp_path / "models").exists(), "nothing launched: no record of a service"
     assert not sky_api_servers()
 
 
