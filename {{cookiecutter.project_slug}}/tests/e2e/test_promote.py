@@ -60,6 +60,13 @@ def test_a_worse_run_is_refused_forced_and_rolled_back_and_serve_names_the_promo
     assert log[3]["reason"] == "see how it answers"
     assert all(entry["by"] for entry in log)
 
+    from huggingface_hub import ModelCard
+
+    for run in (good, bad):  # every run folder's model card, with that run's metrics in its metadata
+        card = ModelCard.load(tmp_path / run / "README.md")
+        recorded = json.loads((tmp_path / run / runs.METRICS).read_text())
+        assert {result.metric_type: result.metric_value for result in card.data.eval_results}[key] == recorded[key]
+
     unknown = run_module("src", "promote", "no-such-run", env=env)
     assert unknown.returncode == 2
     assert "no-such-run" in only_error_line(unknown.stderr)

@@ -103,3 +103,9 @@ def test_parse_args_keeps_unknown_flags() -> None:
     args, rest = TRAIN_CLOUD.parse_known(["--dry-run", "--env", "A=1"])
     assert args.dry_run
     assert rest == ["--env", "A=1"]
+
+
+def test_promote_makes_the_cloud_run_gate_itself() -> None:
+    """train-cloud --promote: the cloud's train-local reads PROMOTION__AFTER_TRAINING and runs the gate there."""
+    assert "PROMOTION__AFTER_TRAINING=true" in command_for("--promote")
+    assert not any(part.startswith("PROMOTION__") for part in command_for())
