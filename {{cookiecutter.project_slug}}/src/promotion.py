@@ -212,8 +212,12 @@ def rollback(settings: Settings, task: Task[Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str], task: Task[Any]) -> int:
     args = flags.PROMOTE.parse(argv)
-    if args.rollback and (args.run or args.force):
+    if args.rollback and (args.run or args.force is not None):
         raise UserError("--rollback takes no RUN or --force: it returns to the run promoted before")
+    if args.force is not None and not args.force.strip():
+        raise UserError("--force needs a REASON (it goes into the promotion log): --force 'why this run'")
+    if args.run:
+        runs.check_run_id(args.run, "RUN")  # before anything is written
     settings = load_settings(task.settings, flags=flags.PROMOTE.settings_flags(args))
     with one_at_a_time(settings.training.output_dir):
         try:

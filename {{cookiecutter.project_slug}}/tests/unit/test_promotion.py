@@ -58,3 +58,17 @@ def test_the_model_card_is_read_by_huggingface_hub_with_the_runs_metrics(tmp_pat
     assert card.data.base_model == settings.model.checkpoint
     assert {result.metric_type: result.metric_value for result in card.data.eval_results} == metrics
     assert "![curves](curves.png)" in card.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [(["--force", " "], "--force needs a REASON"), (["--rollback", "--force", "x"], "--rollback takes no RUN"),
+     (["../elsewhere"], "RUN")],
+    ids=["empty-reason", "rollback-and-force", "a-path"],
+)  # fmt: skip
+def test_bad_promote_flags_are_one_line_before_anything_is_read(argv: list[str], problem: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path / "models"))
+    with pytest.raises(UserError, match=problem):
+        promotion.main([*argv], TASK)
+    assert not (tmp_path / "models").exists(), "nothing written"
