@@ -2,7 +2,8 @@
 
 Run from the template checkout: `uv run python benchmarks/first_train.py`.
 The steps are the README's: generate a project (cookiecutter, whose hook runs `uv lock`),
-`uv sync --compile-bytecode` (and, for comparison, plain `uv sync`), `uv run train-local --smoke`, then `uv run serve` until its first
+`uv sync --compile-bytecode` (and, for comparison, plain `uv sync`), `uv run train-local --smoke`,
+then `uv run serve` until its first
 answer to POST /predict (on CPU: the ONNX Runtime int8 export made and checked against PyTorch on
 this first start), and a second `uv run serve` of the same run until /health answers (the check's
 stamp read instead of checking again). Cold uses an empty uv cache (every wheel downloaded,
@@ -48,7 +49,7 @@ def serve_until(project: Path, path: str, body: bytes | None, **env: str) -> flo
         while True:
             if process.poll() is not None:
                 raise SystemExit(f"uv run serve exited with {process.returncode} in {project}")
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body)  # noqa: S310
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body)
             try:
                 with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
                     if answer.status == 200:

@@ -385,9 +385,8 @@ def predicting(run_dir: Path, scratch: Path) -> dict[str, Any]:
                        "--force", "--model-dir", str(run_dir), "--max-tokens", str(MAX_TOKENS)]  # fmt: skip
             started = time.perf_counter()
             process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-            assert process.stderr is not None
             completing = None
-            for line in process.stderr:
+            for line in process.stderr or ():
                 if completing is None and line.startswith("Completing "):
                     completing = time.perf_counter()
             if process.wait() != 0:
@@ -413,7 +412,7 @@ def http_process(server: subprocess.Popen[bytes], port: int) -> int:
                 inodes.add(f"socket:[{fields[9]}]")
         for fd in Path("/proc").glob("[0-9]*/fd/*"):
             try:
-                if os.readlink(fd) in inodes:
+                if str(fd.readlink()) in inodes:
                     return int(fd.parts[2])
             except OSError:
                 continue
@@ -476,7 +475,14 @@ def main() -> None:
                  numbers["final_loss"]] for mode, numbers in trained.items()]  # fmt: skip
         print(table(rows, ["training", "tokens/s", "peak RSS MiB", "trainable params", "final loss"]))
     rows = [
-        [name, level, numbers["tokens_per_second"], numbers["ttft_p50_ms"], numbers["ttft_max_ms"], numbers["itl_p50_ms"]]
+        [
+            name,
+            level,
+            numbers["tokens_per_second"],
+            numbers["ttft_p50_ms"],
+            numbers["ttft_max_ms"],
+            numbers["itl_p50_ms"],
+        ]
         for name, levels in served.items()
         for level, numbers in levels.items()
     ]

@@ -32,7 +32,6 @@ from _common import table, write
 
 sys.path.insert(0, str(Path.cwd()))  # the generated project, whose interpreter runs this
 from onnxruntime.quantization import QuantType, quantize_dynamic
-
 from src import smoke_assets
 from src.models.train_model import train
 from src.task import TASK, onnx_export, parity

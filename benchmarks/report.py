@@ -150,7 +150,8 @@ def sections() -> list[str]:
             f"{serve['max_tokens']} greedy tokens a request, streamed, closed loop; tokens counted on the client; "
             f"median of {serve['rounds']} interleaved rounds; client and servers on the same machine; 1-minute load "
             f"average {load_average[0]:.2f} at the start."
-            "\n\n" + markdown_table(
+            "\n\n"
+            + markdown_table(
                 ["server", "clients", "tokens/s", "TTFT p50 ms", "TTFT max ms", "ITL p50 ms", "tokens/request"], rows
             )
         )
@@ -159,9 +160,9 @@ def sections() -> list[str]:
             modes = predict["modes"]
             batched, alone = modes["batched"], modes["one at a time"]
             out.append(
-                f"**Text-generation predict**: `uv run predict` on {predict['prompts']} prompts, {predict['max_tokens']} "
-                f"tokens each: {batched['wall_s']:.1f} s batched (the default) against {alone['wall_s']:.1f} s one "
-                f"at a time (`SERVING__MAX_SEQUENCES=1`), **{alone['wall_s'] / batched['wall_s']:.1f}x** for the "
+                f"**Text-generation predict**: `uv run predict` on {predict['prompts']} prompts, "
+                f"{predict['max_tokens']} tokens each: {batched['wall_s']:.1f} s batched (the default) against "
+                f"{alone['wall_s']:.1f} s one at a time (`SERVING__MAX_SEQUENCES=1`), **{alone['wall_s'] / batched['wall_s']:.1f}x** for the "
                 f"whole command ({alone['completing_s'] / batched['completing_s']:.1f}x once the model is loaded)."
             )
         if memory:

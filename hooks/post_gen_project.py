@@ -2,9 +2,10 @@
 
 First it puts the chosen task's own files in place (`_tasks/<task>/`: its settings model and
 files, `src/task/`, `tests/task/`, its notebook and README) and removes every task folder, so
-a project carries the shared core and its own task's code only. Then it locks the dependencies with uv (when uv and the package index answer), makes the
-first git commit (when git is present), installs the pre-commit git hook if the
-user asked for it, then prints the next commands. Under cruft it only renders.
+a project carries the shared core and its own task's code only. Then it locks the dependencies
+with uv (when uv and the package index answer), makes the first git commit (when git is
+present), installs the pre-commit git hook if the user asked for it, then prints the next
+commands. Under cruft it only renders.
 Nothing here is fatal: a missing tool becomes a note saying what to run by hand.
 
 Cookiecutter renders this file with Jinja; the answers arrive as JSON, as in
@@ -27,7 +28,8 @@ TASKS_DIR = Path("_tasks")
 
 
 def apply_task(task: str, root: Path = Path()) -> None:
-    """Copy the task's files into place (they add to the shared ones, never replace one), then remove every task folder."""
+    """Copy the task's files into place (they add to the shared ones, never replace one), then remove every task
+    folder."""
     chosen = root / TASKS_DIR / task
     if not chosen.is_dir():  # the pre-generation hook checks the answer: a template bug
         raise FileNotFoundError(chosen)
