@@ -163,7 +163,8 @@ def sections() -> list[str]:
                 f"**Text-generation predict**: `uv run predict` on {predict['prompts']} prompts, "
                 f"{predict['max_tokens']} tokens each: {batched['wall_s']:.1f} s batched (the default) against "
                 f"{alone['wall_s']:.1f} s one at a time (`SERVING__MAX_SEQUENCES=1`), "
-                f"**{alone['wall_s'] / batched['wall_s']:.1f}x** for the whole command ({alone['completing_s'] / batched['completing_s']:.1f}x once the model is loaded)."
+                f"**{alone['wall_s'] / batched['wall_s']:.1f}x** for the whole command "
+                f"({alone['completing_s'] / batched['completing_s']:.1f}x once the model is loaded)."
             )
         if memory:
             out.append(
