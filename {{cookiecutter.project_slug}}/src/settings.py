@@ -2,8 +2,8 @@
 
 A project's own settings model (src/config.py) is these sections plus its task's fields and
 sections; `load_settings(schema)` reads `configs/settings.yaml` into it. Layers, lowest first: the
-settings file (`SETTINGS_FILE` points at another one), overlay
-files such as `configs/smoke.yaml`, environment variables named after a field's dotted
+settings file (`SETTINGS_FILE` points at another one), overlay files such as
+`configs/smoke.yaml`, environment variables named after a field's dotted
 path with `__` between the parts (`TRAINING__MAX_STEPS=10`), typed by the field: a text
 field takes the text as written (`TRAINING__MIXED_PRECISION=no`, `TRAINING__RUN_NAME=2024`),
 other fields read it as YAML (`SERVING__PORT=9000` is an int, `DATA__LABELS=[no, yes]` two
@@ -21,20 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import model_validator
 
 from src.devices import TrainingPrecision, cpu_cores
 from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, read_yaml
 from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
+from src.promotion_settings import PromotionSettings
 from src.sweep_settings import SweepSettings, check_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,15 +92,6 @@ class Section(BaseModel):
 class ProjectSettings(Section):
     name: NonEmpty
     license: NonEmpty = Field(default="apache-2.0", description="the model card's license (a Hub license id)")
-
-
-class PromotionSettings(Section):
-    """`uv run promote`'s gate: the candidate's metric against the promoted run's, on the same evaluation data."""
-
-    metric: str | None = Field(default=None, description="null: the task's first metric")
-    max_regression: float = Field(default=0.0, ge=0, description="how much worse than the promoted run is allowed")
-    min_value: float | None = Field(default=None, description="a floor (a ceiling for lower-is-better metrics)")
-    after_training: bool = Field(default=False, description="train-local/train-cloud --promote: gate the new run")
 
 
 class ModelSettings(Section):

@@ -235,7 +235,7 @@ class ChatAPI(WorkerAPI):
 
     def submit(self, key: str, ask: dict[str, Any], emit: Any) -> None:
         """One request into the engine, or an error piece: a conversation the template refuses, a full engine."""
-        from src.task.engine import Ask, Piece
+        from src.task.sampling import Ask, Piece
 
         try:
             ids, room = self.engine.prompt_ids(ask["messages"], ask["max_tokens"] or self.serving.default_max_tokens)
