@@ -21,13 +21,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
-from pydantic import model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from src.devices import TrainingPrecision, cpu_cores
-from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, read_yaml
-from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
 from src.promotion_settings import PromotionSettings
+from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, merge, nest, read_yaml
+from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
 from src.sweep_settings import SweepSettings, check_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -221,25 +229,6 @@ def settings_path(environ: Mapping[str, str] | None = None) -> Path:
         raise SettingsError(f"{SETTINGS_FILE_ENV}: {error}") from None
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any], depth: int = 2) -> dict[str, Any]:
-    """Sections merge field by field; a field's value is replaced whole (`SWEEP__SPACE='{}'` empties the space)."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if depth > 1 and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value, depth - 1)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for path, value in dotted.items():
-        section, _, field = path.partition(".")
-        nested.setdefault(section, {})[field] = value
-    return nested
-
-
 def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str]) -> str:
     problems = []
     for item in error.errors():
@@ -285,11 +274,11 @@ def load_settings(
     path = settings_path(environ) if path is None else path
     data = read_yaml(path)
     for overlay in overlays:
-        data = _merge(data, read_yaml(overlay, overlay=True))
-    data = _merge(data, overrides or {})
-    data = _merge(data, env_overrides(environ, schema))
+        data = merge(data, read_yaml(overlay, overlay=True))
+    data = merge(data, overrides or {})
+    data = merge(data, env_overrides(environ, schema))
     given = {field: value for field, (_, value) in (flags or {}).items() if value is not None}
-    data = _merge(data, _nest(given))
+    data = merge(data, nest(given))
     try:
         return schema.model_validate(data)
     except ValidationError as error:

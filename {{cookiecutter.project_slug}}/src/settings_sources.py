@@ -194,3 +194,22 @@ def sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
         for name, info in model.model_fields.items()
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
     }
+
+
+def merge(base: dict[str, Any], overrides: Mapping[str, Any], depth: int = 2) -> dict[str, Any]:
+    """Sections merge field by field; a field's value is replaced whole (`SWEEP__SPACE='{}'` empties the space)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if depth > 1 and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value, depth - 1)
+        else:
+            merged[key] = value
+    return merged
+
+
+def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in dotted.items():
+        section, _, field = path.partition(".")
+        nested.setdefault(section, {})[field] = value
+    return nested
