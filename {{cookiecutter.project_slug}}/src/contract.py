@@ -77,7 +77,8 @@ class Serving(Generic[Folder]):
     # (folder, serving settings, engine, threads): a src.deployment.worker.WorkerAPI
     api: Callable[[Folder, Any, Engine, int], ls.LitAPI]
     describe: Callable[[Folder], str]  # what the start line says about the model ("labels neg, pos")
-    # A local folder the model loads beside its own (a LoRA run's base model): serve-cloud uploads it too.
+    # A local folder the model loads beside its own (the base model a run's weights apply to): serve-cloud
+    # uploads it too.
     local_base: Callable[[Folder], Path | None] = lambda folder: None
 
 

@@ -2,11 +2,11 @@
 
 A run folder must keep meaning what it meant when it was published. Training records in the
 run's run.json the sha256 of every file its model is made of (`files`: weights, config,
-tokenizer, adapters) and of the local files it was made from (`inputs`: the data files, and a
+tokenizer, task files) and of the local files it was made from (`inputs`: the data files, and a
 base model given as a local folder). Every command that loads a run checks its files first
 (src/model_folder.py: a changed or swapped file is refused with one line); evaluate checks the
 evaluation data it is about to score the run's own report on, and a task that loads the base
-model beside the run (LoRA adapters) checks the base model. A local base model is read whole
+model beside the run (weights that apply to it) checks the base model. A local base model is read whole
 for this at each start: about a second per GB.
 """
 

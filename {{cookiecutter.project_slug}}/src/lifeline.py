@@ -2,7 +2,7 @@
 
 `uv run train-local` is a chain of processes: uv, the command (`python -m src train-local`,
 which the console script execs), accelerate's launcher, the training processes; `uv run serve`
-has LitServe's HTTP and model processes, and a child that checks the ONNX export. A signal
+has LitServe's HTTP and model processes, and a task's children (a model check or export). A signal
 reaches only the process it names: after `kill -9` of uv, the processes below it would run on,
 orphaned (a training run would finish and move `latest`, an export would hold its lock). So
 every process of ours asks to be sent SIGTERM when its parent ends (`end_with_parent`: Linux's

@@ -1,6 +1,6 @@
 """The `sweep` section of configs/settings.yaml: what `uv run sweep` searches and how (no heavy imports).
 
-`space` maps a settings field, by its dotted name (`training.learning_rate`, `lora.r`), to the
+`space` maps a settings field, by its dotted name (`training.learning_rate`, `model.max_length`), to the
 values a trial may give it: a range (`low`, `high`, optionally `log` or `step`; whole numbers for
 a whole-number field) or `choices`. Every name must be a field of this project's settings, and
 every value one that field accepts (src/models/sweep.py checks them against the settings model

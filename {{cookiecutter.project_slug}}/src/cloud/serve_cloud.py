@@ -6,7 +6,7 @@ configs/settings.yaml. By default the replicas serve the promoted run on the tra
 `uv run train-cloud` wrote there where none was promoted); `--run <run id>` picks another run
 there, and `--model-dir <folder>` uploads a model folder from this machine instead (after
 the same check `uv run serve` makes), with the base model it loads beside it when that is a
-local folder (a LoRA run's base model: the replicas could not find it otherwise). The spec is
+local folder (the base model a run's weights apply to: the replicas could not find it otherwise). The spec is
 validated offline with SkyPilot's own schema, then the cloud's credentials, then it hands over
 to `sky`; `--dry-run` stops after the schema check and prints the command. The API key (LIT_SERVER_API_KEY) goes to the
 replicas as a secret, by name only. Local `SECTION__FIELD` overrides (SERVING__PRECISION=fp32,
@@ -37,7 +37,7 @@ from src.settings import Settings, load_settings
 
 BUCKET_MODELS = "/checkpoints/models"  # where sky_task.yaml puts training.output_dir on the bucket
 UPLOADED_MODEL = "/model"
-UPLOADED_BASE = "/base-model"  # a LoRA run's base model, when it is a local folder
+UPLOADED_BASE = "/base-model"  # the base model a run applies to, when it is a local folder
 MODEL_DIR_ENV = "SERVING__MODEL_DIR"
 
 
