@@ -19,16 +19,22 @@ import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from src import runs
-from src.task import TASK
-from tests.helpers.models import build_smoke_assets, copy_run, smoke_settings
 from tests.helpers.processes import inherited, start_import_probe
 from tests.helpers.server import Server, start_server, stop_server, wait_until_healthy
-from tests.task import samples
+
+
+def by_name(module: str) -> Any:
+    """The task, its samples or the model helpers, imported when a fixture needs them: by name, so that Pants
+    does not make every test (a settings test too) depend on the task's training and serving stack; the
+    integration and e2e BUILD files declare them."""
+    return importlib.import_module(module)
+
 
 API_KEY = "test-key-123"
 READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
@@ -99,14 +105,14 @@ def one_torch_thread(request: pytest.FixtureRequest) -> None:
     from a second, and torch's threads spin-wait badly when another program holds a core (training steps
     then run 5-15x slower). The commands and the server set their own thread counts; e2e runs them as they are."""
     if "integration" in request.node.path.parts:
-        import torch  # the quick tier's unit tests never import it
-
-        torch.set_num_threads(1)
+        by_name("torch").set_num_threads(1)  # the quick tier's unit tests never import it
 
 
 @pytest.fixture(scope="session")
 def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_smoke_assets(tmp_path_factory.mktemp("smoke") / "assets", seed=0)
+    models = by_name("tests.helpers.models")
+    assets: dict[str, Path] = models.build_smoke_assets(tmp_path_factory.mktemp("smoke") / "assets", seed=0)
+    return assets
 
 
 def set_writable(path: Path, writable: bool) -> None:
@@ -127,10 +133,12 @@ def trained_model(
     train = importlib.import_module("src.models.train_model").train
     freeze_what_is_imported()  # the Trainer's stack
     output_dir = tmp_path_factory.mktemp("runs")
-    run_dir = output_dir / str(train(smoke_settings(smoke_assets, output_dir), TASK)["run_id"])
+    settings = by_name("tests.helpers.models").smoke_settings(smoke_assets, output_dir)
+    run_dir = output_dir / str(train(settings, by_name("src.task").TASK)["run_id"])
     set_writable(run_dir, False)
     if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        server = start_server(run_dir, *samples.EXACT_SERVING, api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
+        exact = by_name("tests.task.samples").EXACT_SERVING
+        server = start_server(run_dir, *exact, api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
         _servers.append(server)
     try:
         yield run_dir
@@ -159,7 +167,7 @@ def client(server: Server) -> Iterator[httpx.Client]:
 @pytest.fixture
 def run_copy(trained_model: Path, tmp_path: Path) -> Path:
     """This test's own copy of the trained run, in a runs folder of its own with `latest` on it."""
-    copied = copy_run(trained_model, tmp_path / "runs")
+    copied: Path = by_name("tests.helpers.models").copy_run(trained_model, tmp_path / "runs")
     set_writable(copied, True)
     runs.point_latest(copied.parent, copied.name)
     return copied

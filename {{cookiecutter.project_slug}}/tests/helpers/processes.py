@@ -88,9 +88,10 @@ def call(main: Callable[[Sequence[str], Any], int | None], *argv: str) -> int:
     """A command's `main(argv, task)` in this process, with this project's task, through the one error path:
     its exit code. The error path takes SIGTERM, and SIGINT once interrupted; tests/conftest.py puts them back.
     """
-    from src.task import TASK
+    import importlib
 
-    return errors.exit_code(lambda: main(list(argv), TASK))
+    task = importlib.import_module("src.task").TASK  # by name: the tests that call commands import the task
+    return errors.exit_code(lambda: main(list(argv), task))
 
 
 def only_error_line(stderr: str) -> str:
