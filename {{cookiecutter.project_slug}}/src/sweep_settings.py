@@ -12,7 +12,8 @@ step.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +45,8 @@ class Parameter(BaseModel):
             raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
         if self.log and self.low <= 0:
             raise ValueError("a log range needs low above 0")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both (a log range has no fixed step)")
         return self
 
 
@@ -68,3 +71,27 @@ def check_space(settings: Any) -> None:
         if field not in model.model_fields or isinstance(getattr(getattr(settings, section), field), BaseModel):
             known = ", ".join(key for key in model.model_fields)
             raise ValueError(f"sweep.space: {name!r} is not a field of {section} (its fields: {known})")
+        parameter = settings.sweep.space[name]
+        if parameter.choices is None and whole_number_field(settings, name):
+            bounds = {"low": parameter.low, "high": parameter.high, "step": parameter.step}
+            fractional = [f"{key} {value:g}" for key, value in bounds.items() if value is not None and value % 1]
+            if fractional:
+                raise ValueError(f"sweep.space: {name!r} takes whole numbers ({', '.join(fractional)} is not one)")
+
+
+def whole_number_field(settings: Any, name: str) -> bool:
+    """Whether a field takes whole numbers, from its type (`int`, `int | None`), not from its current value."""
+    section, field = name.split(".", 1)
+    annotation = type(getattr(settings, section)).model_fields[field].annotation
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return {get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds} - {type(None)} == {int}
+
+
+def suggest(trial: Any, name: str, parameter: Parameter, whole: bool) -> Any:
+    """The value an Optuna trial suggests for one parameter (whole numbers for a whole-number field)."""
+    if parameter.choices is not None:
+        return trial.suggest_categorical(name, parameter.choices)
+    low, high = float(parameter.low or 0), float(parameter.high or 0)
+    if whole:
+        return trial.suggest_int(name, int(low), int(high), step=int(parameter.step or 1), log=parameter.log)
+    return trial.suggest_float(name, low, high, log=parameter.log, step=parameter.step)

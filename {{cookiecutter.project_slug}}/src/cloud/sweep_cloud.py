@@ -89,12 +89,13 @@ def launch_command(path: Path, name: str, environ: Mapping[str, str], passthroug
 
 
 def read_result(lines: Sequence[str], study: str, number: int) -> dict[str, Any] | None:
-    """The trial's own `sweep-result:` line in its log (the last one: a recovered job prints it once it ends)."""
+    """The trial's own `sweep-result:` line in its log (the last one: a recovered job prints it once it ends;
+    SkyPilot starts each line of a job's log with the task's name and pid, e.g. `(sweep-t0, pid=1504) `)."""
     for line in reversed(lines):
-        text = line.strip()
-        if text.startswith(sweep.RESULT_PREFIX):
+        _, found, text = line.strip().partition(sweep.RESULT_PREFIX)
+        if found:
             with contextlib.suppress(ValueError):
-                result = json.loads(text[len(sweep.RESULT_PREFIX) :])
+                result = json.loads(text)
                 if isinstance(result, dict) and result.get("study") == study and result.get("trial") == number:
                     metrics = result.get("metrics")
                     return metrics if isinstance(metrics, dict) else None
@@ -104,8 +105,9 @@ def read_result(lines: Sequence[str], study: str, number: int) -> dict[str, Any]
 def cancel(name: str) -> None:
     """Best effort: the job of a trial that this driver no longer follows."""
     sky_cli = shutil.which("sky")
-    if sky_cli is not None:
-        subprocess.run([sky_cli, "jobs", "cancel", "--name", name, "--yes"], check=False, timeout=300)
+    if sky_cli is not None:  # a hung or failing cancel must not hide why the driver stopped (Ctrl-C: exit 130)
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            subprocess.run([sky_cli, "jobs", "cancel", "--name", name, "--yes"], check=False, timeout=300)
 
 
 class CloudTrials:
@@ -171,7 +173,7 @@ def dry_run(
 def main(argv: Sequence[str], task: Task[Any]) -> int:
     args, passthrough = flags.SWEEP_CLOUD.parse_known(argv)
     settings = load_settings(task.settings, flags=flags.SWEEP_CLOUD.settings_flags(args))
-    study = settings.sweep.study or f"{settings.training.run_name}-sweep"
+    study = sweep.study_name(settings)
     key, maximize, _ = sweep.metric_of(settings, task)
     sweep.check_values(settings, task, [])
     validate_task(settings.cloud.task_file)
@@ -182,7 +184,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     check_credentials(settings.cloud.infra)
     if shutil.which("sky") is None:
         raise CloudError(INSTALL_HINT)
-    with sweep.open_study(settings, study, maximize) as opened:
+    with sweep.open_study(settings, study, key, maximize) as opened:
         for number in sweep.cut_short(opened):
             cancel(job_name(study, number))
         sweep.drive(opened, settings, CloudTrials(base, settings, study, key, passthrough), key)

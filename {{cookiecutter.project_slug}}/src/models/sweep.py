@@ -31,16 +31,13 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from src import errors, flags, lifeline, runs
 from src.contract import Task
 from src.errors import UserError
 from src.settings import SMOKE_SETTINGS_FILE, Settings, load_settings
-from src.sweep_settings import Parameter
-
-if TYPE_CHECKING:
-    import optuna
+from src.sweep_settings import suggest, whole_number_field
 
 SWEEPS = "sweeps"
 JOURNAL = "journal.log"
@@ -49,6 +46,16 @@ STORAGE_ENV, WATCH_ENV = "SWEEP_STORAGE", "SWEEP_WATCH"  # the journal, and the 
 PRUNED_PREFIX = "pruned-"
 RESULT_PREFIX = "sweep-result: "  # a trial's last line: its run and metrics as JSON (how sweep-cloud reads them)
 MAX_FAILURES_IN_A_ROW = 3
+STUDY_NAME_MAX = 53  # a trial's run is <study>-t<N>, and a run name is at most 60 characters
+
+
+def study_name(settings: Settings) -> str:
+    """sweep.study, or <training.run_name>-sweep: short enough to name its trials' runs."""
+    name = settings.sweep.study or f"{settings.training.run_name}-sweep"
+    if len(name) > STUDY_NAME_MAX:
+        raise UserError(f"study name {name!r} has {len(name)} characters, at most {STUDY_NAME_MAX} (a trial's run is "
+                        "named <study>-t<N>): give a shorter --study")  # fmt: skip
+    return name
 
 
 def study_dir(settings: Settings, study: str) -> Path:
@@ -90,21 +97,6 @@ def check_values(settings: Settings, task: Task[Any], overlays: list[Path]) -> N
                 load_settings(task.settings, overlays=overlays, overrides={section: {field: value}})
             except UserError as error:
                 raise UserError(f"sweep.space {name}: {value!r} is not a value it takes ({error})"[:400]) from None
-
-
-def suggest(trial: optuna.Trial, name: str, parameter: Parameter, whole: bool) -> Any:
-    if parameter.choices is not None:
-        return trial.suggest_categorical(name, parameter.choices)
-    low, high = float(parameter.low or 0), float(parameter.high or 0)
-    if whole:
-        step = int(parameter.step or 1)
-        return trial.suggest_int(name, int(low), int(high), step=step, log=parameter.log)
-    return trial.suggest_float(name, low, high, log=parameter.log, step=parameter.step)
-
-
-def _whole(settings: Settings, name: str) -> bool:
-    section, field = name.split(".", 1)
-    return isinstance(getattr(getattr(settings, section), field), int)
 
 
 def trial_settings(study: str, number: int, params: Mapping[str, Any]) -> dict[str, str]:
@@ -156,6 +148,7 @@ class LocalTrials:
     def __call__(self, number: int, params: Mapping[str, Any]) -> Outcome:
         command = [sys.executable, "-m", "src", "train-local", *(["--smoke"] if self.smoke else [])]
         env = trial_env(self.study, number, params, self.folder / JOURNAL, self.watch)
+        (self.folder / f"{PRUNED_PREFIX}{number}").unlink(missing_ok=True)  # an earlier study's, of the same name
         code = run_trial(command, env)
         if (self.folder / f"{PRUNED_PREFIX}{number}").exists():
             return Outcome(None, pruned=True, code=code)
@@ -167,8 +160,9 @@ class LocalTrials:
 
 
 @contextlib.contextmanager
-def open_study(settings: Settings, study_name: str, maximize: bool) -> Iterator[Any]:
-    """The study in <output_dir>/sweeps/<study>/journal.log, this process its only driver (a lock beside it)."""
+def open_study(settings: Settings, study_name: str, key: str, maximize: bool) -> Iterator[Any]:
+    """The study in <output_dir>/sweeps/<study>/journal.log, this process its only driver (a lock beside it);
+    a study made for another metric is refused (its trials' values would not compare)."""
     import optuna
 
     folder = study_dir(settings, study_name)
@@ -182,6 +176,11 @@ def open_study(settings: Settings, study_name: str, maximize: bool) -> Iterator[
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(storage=storage(folder / JOURNAL), study_name=study_name, load_if_exists=True,
                                     **study_options(settings, maximize))  # fmt: skip
+        made_for = study.user_attrs.get("metric", key)  # a study from before this attribute: its direction decides
+        if made_for != key or study.direction.name.lower() != ("maximize" if maximize else "minimize"):
+            raise UserError(f"study {study_name} ranks its trials by {made_for}, not {key}: set sweep.metric back "
+                            "or give another --study")  # fmt: skip
+        study.set_user_attr("metric", key)
         yield study
 
 
@@ -211,7 +210,7 @@ def cut_short(study: Any) -> list[int]:
 
 def ask(study: Any, settings: Settings) -> tuple[Any, dict[str, Any]]:
     trial = study.ask()
-    return trial, {name: suggest(trial, name, parameter, _whole(settings, name))
+    return trial, {name: suggest(trial, name, parameter, whole_number_field(settings, name))
                    for name, parameter in settings.sweep.space.items()}  # fmt: skip
 
 
@@ -219,13 +218,13 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     args = flags.SWEEP.parse(argv)
     overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
     settings = load_settings(task.settings, overlays=overlays, flags=flags.SWEEP.settings_flags(args))
-    study_name = settings.sweep.study or f"{settings.training.run_name}-sweep"
+    name = study_name(settings)
     key, maximize, watch = metric_of(settings, task)
     check_values(settings, task, overlays)
-    folder = study_dir(settings, study_name)
-    with open_study(settings, study_name, maximize) as study:
+    folder = study_dir(settings, name)
+    with open_study(settings, name, key, maximize) as study:
         cut_short(study)
-        drive(study, settings, LocalTrials(settings, args.smoke, folder, key, watch, study_name), key)
+        drive(study, settings, LocalTrials(settings, args.smoke, folder, key, watch, name), key)
     return finish(study, settings, key)
 
 
@@ -265,14 +264,12 @@ def drive(study: Any, settings: Settings, trials: Trials, key: str) -> None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             if outcome.code in (errors.EXIT_INTERRUPTED, errors.EXIT_TERMINATED):
                 raise KeyboardInterrupt if outcome.code == errors.EXIT_INTERRUPTED else errors.Terminated()
-            if outcome.code == 0:
-                print(f"trial {trial.number}: {outcome.run} has no finite {key}", flush=True)
-                continue
+            how = f"exit code {outcome.code}, its error above" if outcome.code else f"{outcome.run}: no finite {key}"
+            print(f"trial {trial.number} failed ({how})", flush=True)
             failures += 1
             if failures >= MAX_FAILURES_IN_A_ROW:
-                raise UserError(f"{failures} trials of {study.study_name} failed in a row (the last with exit "
-                                f"code {outcome.code}, its error above): fix that, then run the same command to go "
-                                "on")  # fmt: skip
+                raise UserError(f"{failures} trials of {study.study_name} failed in a row (the last: {how}): fix that, "
+                                "then run the same command to go on")  # fmt: skip
 
 
 class Pruning:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,13 @@ from src.task import TASK
         ({"training.warmup_fraction": {"choices": [0.1], "low": 0.0}}, "low and high, or choices, not both"),
         ({"training.warmup_fraction": {"high": 0.1}}, "give low and high"),
         ({"training.warmup_fraction": {"low": 0.0, "high": 0.1, "mean": 1}}, "mean"),
+        ({"training.warmup_fraction": {"low": 0.01, "high": 0.1, "log": True, "step": 0.01}}, "log or step, not both"),
+        ({"training.eval_steps": {"low": 2, "high": 8, "step": 0.5}}, r"takes whole numbers \(step 0.5 is not one\)"),
+        ({"training.max_steps": {"low": 1.5, "high": 8}}, r"takes whole numbers \(low 1.5 is not one\)"),
     ],
     ids=["misspelled-field", "no-such-section", "a-section", "low-above-high", "log-from-zero", "no-choices",
-         "range-and-choices", "half-a-range", "unknown-key"],
+         "range-and-choices", "half-a-range", "unknown-key", "log-and-step", "half-steps-of-a-whole-number",
+         "a-whole-number-from-a-fraction"],
 )  # fmt: skip
 def test_a_search_space_that_names_no_field_or_no_values_is_refused(space: dict[str, object], problem: str) -> None:
     with pytest.raises(SettingsError, match=problem):
@@ -106,6 +111,8 @@ def test_a_cloud_trials_metric_is_its_own_last_result_line() -> None:
     log = ["(task) step 1\n", line("lr", 3, 0.5), line("other", 4, 0.9), line("lr", 4, 0.6), line("lr", 4, 0.7),
            "(task) " + sweep.RESULT_PREFIX + "{not json\n"]  # fmt: skip
     assert sweep_cloud.read_result(log, "lr", 4) == {"run_id": "r", "accuracy": 0.7}
+    skypilot = ["(sweep-lr-t4, pid=1504) " + line("lr", 4, 0.8), "(sweep-lr-t4, pid=1504) done\n"]  # a job's log
+    assert sweep_cloud.read_result(log + skypilot, "lr", 4) == {"run_id": "r", "accuracy": 0.8}
     assert sweep_cloud.read_result(log, "lr", 5) is None
     assert sweep_cloud.read_result(["Job failed\n"], "lr", 4) is None
 
@@ -115,3 +122,57 @@ def test_a_search_space_given_by_variable_replaces_the_files_whole() -> None:
     settings = load_settings(environ={"SWEEP__SPACE": "{training.warmup_fraction: {low: 0.0, high: 0.2}}"})
     assert list(settings.sweep.space) == ["training.warmup_fraction"]
     assert load_settings(environ={"SWEEP__SPACE": "{}"}).sweep.space == {}
+
+
+def in_memory_study(settings: Any, maximize: bool = True) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(**sweep.study_options(settings, maximize))
+
+
+def test_a_whole_number_field_that_defaults_to_null_gets_whole_numbers() -> None:
+    """data.max_train_samples is `int | None`, here null: its type, not its value, says whole numbers."""
+    space = {"data.max_train_samples": {"low": 100, "high": 1000}}
+    settings = load_settings(environ={}, overrides={"data": {"max_train_samples": None}, "sweep": {"space": space}})
+    assert settings.data.max_train_samples is None
+    study = in_memory_study(settings)
+    for _ in range(5):
+        trial, params = sweep.ask(study, settings)
+        assert isinstance(params["data.max_train_samples"], int), params
+        study.tell(trial, 0.5)
+
+
+def test_a_study_name_too_long_to_name_its_trials_runs_is_refused() -> None:
+    assert sweep.study_name(load_settings(environ={}, overrides={"sweep": {"study": "s" * 53}})) == "s" * 53
+    with pytest.raises(UserError, match="at most 53"):
+        sweep.study_name(load_settings(environ={}, overrides={"sweep": {"study": "s" * 54}}))
+    with pytest.raises(UserError, match=r"give a shorter --study"):  # the default: <training.run_name>-sweep
+        sweep.study_name(load_settings(environ={}, overrides={"training": {"run_name": "r" * 50}}))
+
+
+def test_a_study_made_for_another_metric_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(environ={"TRAINING__OUTPUT_DIR": str(tmp_path)})
+    with sweep.open_study(settings, "s", "accuracy", maximize=True) as study:
+        study.tell(study.ask(), 0.5)
+    for key, maximize in (("f1", True), ("accuracy", False)):
+        with pytest.raises(UserError, match="ranks its trials by"), sweep.open_study(settings, "s", key, maximize):
+            pass
+    with sweep.open_study(settings, "s", "accuracy", maximize=True) as study:  # as made: it goes on
+        assert len(study.trials) == 1
+
+
+def test_trials_that_end_without_a_finite_metric_count_as_failures() -> None:
+    """A diverging search (every run's metric NaN) stops after MAX_FAILURES_IN_A_ROW, not never."""
+    settings = load_settings(environ={})
+    calls = []
+
+    def diverging(number: int, params: Any) -> sweep.Outcome:
+        calls.append(number)
+        assert len(calls) <= 10, "the driver did not stop"
+        return sweep.Outcome(float("nan"), run=f"run-{number}", code=0)
+
+    study = in_memory_study(settings)
+    with pytest.raises(UserError, match=r"3 trials of .* failed in a row \(the last: run-2: no finite accuracy\)"):
+        sweep.drive(study, settings, diverging, "accuracy")
+    assert len(calls) == sweep.MAX_FAILURES_IN_A_ROW
