@@ -101,18 +101,17 @@ def score_on(run: Path, data_file: Path, key: str, task: Task[Any]) -> float:
 
 
 def scores(candidate: Path, incumbent: Path | None, key: str, task: Task[Any]) -> tuple[float, float | None]:
-    """Both runs' metric on the candidate's evaluation data."""
-    mine = score(candidate, key)
+    """Both runs' metric on the candidate's evaluation data (when the runs' data differ: both scored on its file)."""
     if incumbent is None:
-        return mine, None
+        return score(candidate, key), None
     if evaluation_data(candidate) == evaluation_data(incumbent):
-        return mine, score(incumbent, key)
+        return score(candidate, key), score(incumbent, key)
     eval_file = (runs.stored_settings(candidate).get("data") or {}).get("eval_file")
     if not eval_file or not Path(eval_file).is_file():
         raise UserError(f"runs {candidate.name} and {incumbent.name} were evaluated on different data, and "
                         f"{candidate.name}'s is not a local file to score both on: promote with --force REASON, "
                         "or train the candidate on the promoted run's data")  # fmt: skip
-    return mine, score_on(incumbent, Path(eval_file), key, task)
+    return score_on(candidate, Path(eval_file), key, task), score_on(incumbent, Path(eval_file), key, task)
 
 
 def who() -> str:
@@ -171,9 +170,14 @@ def promote(settings: Settings, task: Task[Any], run: str | None, force: str | N
                              "metric": key}  # fmt: skip
     if incumbent is not None and incumbent == candidate.resolve():
         return {**entry, "action": "unchanged", "note": f"{candidate.name} is already the promoted run"}
-    mine, theirs = scores(candidate, incumbent if incumbent and incumbent.is_dir() else None, key, task)
+    try:
+        mine, theirs = scores(candidate, incumbent if incumbent and incumbent.is_dir() else None, key, task)
+        problem = gate(mine, theirs, higher, settings)
+    except UserError as error:  # the runs cannot be compared: only --force promotes, and the log says why
+        if force is None:
+            raise
+        mine, theirs, problem = None, None, f"not compared: {error}"
     entry.update(candidate_value=mine, incumbent_value=theirs)
-    problem = gate(mine, theirs, higher, settings)
     if problem is not None and force is None:
         record(output_dir, {**entry, "action": "refused", "reason": problem})
         against = (
