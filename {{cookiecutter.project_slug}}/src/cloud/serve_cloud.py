@@ -29,7 +29,14 @@ from typing import Any
 import yaml
 
 from src import flags, model_folder, runs
-from src.cloud.train_cloud import CloudError, check_credentials, forwarded_env, hand_over_to_sky, validate_task
+from src.cloud.train_cloud import (
+    INSTALL_HINT,
+    CloudError,
+    check_credentials,
+    forwarded_env,
+    hand_over_to_sky,
+    validate_task,
+)
 from src.contract import Task
 from src.deployment.http_guard import API_KEY_ENV
 from src.runs import PRODUCTION, RUN_INFO
@@ -142,12 +149,12 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         validate_task(spec, setting="cloud.service_file")
     update = args.update or (not args.up and settings.cloud.service_name in started_here(settings))
     command = build_command(settings, spec, model_dir, passthrough, os.environ, update)
+    if update and not args.update:  # from the local record: the service may have been taken down since
+        print(f"note: service {settings.cloud.service_name} was started from this project "
+              f"({settings.training.output_dir / SERVICES}): a rolling update; --up starts it anew",
+              file=sys.stderr)  # fmt: skip
     if args.dry_run:
         print(shlex.join(command))
-        if update and not args.update:
-            print(f"note: service {settings.cloud.service_name} was started from this project "
-                  f"({settings.training.output_dir / SERVICES}): a rolling update; --up starts it anew",
-                  file=sys.stderr)  # fmt: skip
         if not os.environ.get(API_KEY_ENV):
             print(f"note: set {API_KEY_ENV} before the real launch: the replicas require it", file=sys.stderr)
         return 0
@@ -158,5 +165,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         )
     if not update:
         check_credentials(settings.cloud.infra)  # before the note: nothing is written when nothing launches
+        if shutil.which("sky") is None:
+            raise CloudError(INSTALL_HINT)
         note_started(settings)  # the next serve-cloud of this service updates it in place
     hand_over_to_sky(settings.cloud.infra, command)
