@@ -121,7 +121,7 @@ def main() -> int:
     print(
         f"\nNext:\n  cd {project}\n  uv sync --compile-bytecode\n"
         "  uv run train-local --smoke   # offline check, under a minute\n"
-        "  uv run serve                 # REST API on the newest model\n  uv run test\n"
+        "  uv run serve                 # API on the promoted run (the newest where none was)\n  uv run test\n"
     )
     return 0
 

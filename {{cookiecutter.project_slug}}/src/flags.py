@@ -118,7 +118,7 @@ SERVE_CLOUD = Command("serve-cloud", "Serve the model on the cloud with SkyServe
     Flag("--gpus", "cloud.gpus", "a GPU per replica, e.g. T4:1 (null: CPU replicas)"),
     Flag("--spot", "cloud.service_use_spot", "spot replicas", SETTING_SWITCH),
     Flag("--service", "cloud.service_name", "service name"),
-    Flag("--run", None, "a finished run id on the training bucket (default: the newest)", exclusive_group="model"),
+    Flag("--run", None, "a finished run id on the bucket (default: the promoted run)", exclusive_group="model"),
     Flag("--model-dir", None, "a model folder on this machine, uploaded to the replicas", PATH,
          exclusive_group="model"),
     Flag("--update", None, "update the running service in place (a rolling update)", SWITCH, exclusive_group="how"),
