@@ -205,8 +205,10 @@ def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
 
 
 def test_two_nodes_over_loopback_finish_one_run(tmp_path: Path) -> None:
+    # The two nodes meet, train in step and publish once: a few steps show it.
     nodes = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1\n",
-             "SKYPILOT_NUM_GPUS_PER_NODE": "1", "TRAINING__DISTRIBUTED_PORT": str(free_port())}  # fmt: skip
+             "SKYPILOT_NUM_GPUS_PER_NODE": "1", "TRAINING__DISTRIBUTED_PORT": str(free_port()),
+             "TRAINING__MAX_STEPS": "20"}  # fmt: skip
     with (
         started(start_training(tmp_path, SKYPILOT_NODE_RANK="0", **nodes)) as head,
         started(start_training(tmp_path, SKYPILOT_NODE_RANK="1", **nodes)) as worker,
