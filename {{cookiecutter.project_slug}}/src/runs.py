@@ -38,6 +38,7 @@ POINTERS = (LATEST, PRODUCTION)
 TEMP_PREFIX = ".tmp-"
 CHECKPOINTS = ".checkpoints"
 RUN_INFO = "run.json"
+TRIAL_OF = "trial_of"  # in an unfinished run's run.json: the sweep study whose trial it is (plain --resume skips it)
 METRICS = "metrics.json"
 RUN_SETTINGS = "settings.yaml"  # the settings the run was trained with
 TRAINER_STATE = "trainer_state.json"  # the Trainer's log history (written last into a checkpoint, too)
@@ -94,12 +95,16 @@ def unfinished_runs(output_dir: Path) -> list[Path]:
 
 
 def resume_target(output_dir: Path, requested: str) -> str:
-    """The unfinished run `--resume` continues: the newest for "", else the one named (checked)."""
+    """The unfinished run `--resume` continues: the newest for "" (not a sweep's trial: its settings are the
+    trial's, not the project's), else the one named (checked)."""
     unfinished = unfinished_runs(output_dir)
     if requested == "":
-        if not unfinished:
-            raise UserError(f"--resume: no unfinished run under {output_dir / CHECKPOINTS}: start a new run")
-        return unfinished[-1].name
+        own = [path for path in unfinished if not read_info(path).get(TRIAL_OF)]
+        if not own:
+            cut = len(unfinished)
+            trials = f" ({cut} cut-short sweep trial(s): `uv run sweep` runs them again)" if cut else ""
+            raise UserError(f"--resume: no unfinished run under {output_dir / CHECKPOINTS}{trials}: start a new run")
+        return own[-1].name
     if not checkpoint_dir(output_dir, check_run_id(requested, "--resume")).is_dir():
         names = ", ".join(path.name for path in unfinished[-5:]) or "none"
         raise UserError(

@@ -96,6 +96,8 @@ def prepare_run(
         stack.enter_context(runs.run_lock(training.output_dir, run_id))
         info = runs.read_info(checkpoint_dir) or {"run_id": run_id, "run_name": training.run_name,
                                                    "started_at": runs.timestamp(runs.now_utc())}  # fmt: skip
+        if sweep.STUDY_ENV in environ:  # a plain `train-local --resume` must not pick a trial cut short
+            info[runs.TRIAL_OF] = environ[sweep.STUDY_ENV]
         runs.write_json(checkpoint_dir / runs.RUN_INFO, info)
 
         def forget_if_nothing_saved(kind: type[BaseException] | None, *_: object) -> None:
@@ -160,6 +162,7 @@ def publish(
     try:
         trainer.save_model(str(staging))
         info = runs.read_info(runs.checkpoint_dir(output_dir, run_id))
+        info.pop(runs.TRIAL_OF, None)  # a published trial is tagged below, from this process's variables
         inputs = {"data.train_file": settings.data.train_file, "data.eval_file": settings.data.eval_file,
                   "model.checkpoint": settings.model.checkpoint}  # fmt: skip
         info.update(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from src import model_folder, runs
+from src.errors import UserError
 from src.model_folder import ModelNotFoundError
 from src.task import TASK
 
@@ -59,6 +61,24 @@ def test_finished_runs_newest_first(tmp_path: Path) -> None:
     (tmp_path / ".checkpoints" / "unfinished").mkdir(parents=True)
     assert [path.name for path in runs.finished_runs(tmp_path)] == ["new", "old"]
     assert [path.name for path in runs.unfinished_runs(tmp_path)] == ["unfinished"]
+
+
+def test_a_plain_resume_leaves_a_sweeps_trial_cut_short_alone(tmp_path: Path) -> None:
+    """A trial's checkpoints hold the trial's hyperparameters: `--resume` alone continues the user's own run
+    (the sweep runs a cut trial again), `--resume <id>` whatever is named."""
+
+    def unfinished(run_id: str, started_at: str, **info: str) -> None:
+        folder = runs.checkpoint_dir(tmp_path, run_id)
+        folder.mkdir(parents=True)
+        runs.write_json(folder / runs.RUN_INFO, {"run_id": run_id, "started_at": started_at, **info})
+
+    unfinished("mine-20261201-100000", "2026-12-01T10:00:00+00:00")
+    unfinished("study-t1-20261202-100000", "2026-12-02T10:00:00+00:00", **{runs.TRIAL_OF: "study"})
+    assert runs.resume_target(tmp_path, "") == "mine-20261201-100000"
+    assert runs.resume_target(tmp_path, "study-t1-20261202-100000") == "study-t1-20261202-100000"
+    shutil.rmtree(runs.checkpoint_dir(tmp_path, "mine-20261201-100000"))
+    with pytest.raises(UserError, match=r"no unfinished run .* \(1 cut-short sweep trial\(s\)"):
+        runs.resume_target(tmp_path, "")
 
 
 def test_latest_as_a_text_file_where_symlinks_are_missing(tmp_path: Path) -> None:
