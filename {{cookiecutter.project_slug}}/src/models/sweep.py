@@ -177,9 +177,10 @@ def open_study(settings: Settings, study_name: str, key: str, maximize: bool) ->
         study = optuna.create_study(storage=storage(folder / JOURNAL), study_name=study_name, load_if_exists=True,
                                     **study_options(settings, maximize))  # fmt: skip
         made_for = study.user_attrs.get("metric", key)  # a study from before this attribute: its direction decides
-        if made_for != key or study.direction.name.lower() != ("maximize" if maximize else "minimize"):
-            raise UserError(f"study {study_name} ranks its trials by {made_for}, not {key}: set sweep.metric back "
-                            "or give another --study")  # fmt: skip
+        made_to, wanted = study.direction.name.lower(), "maximize" if maximize else "minimize"
+        if made_for != key or made_to != wanted:
+            raise UserError(f"study {study_name} was made to {made_to} {made_for}, not to {wanted} {key}: set "
+                            "sweep.metric back or give another --study")  # fmt: skip
         study.set_user_attr("metric", key)
         yield study
 
