@@ -113,8 +113,8 @@ def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_fact
 
 
 # Freshly generated projects, each trained and served as a new user does it (the Run N names of the
-# quickstart report); MLCC_FRESH_PROJECTS=10 runs ten.
-FRESH_PROJECTS = [f"Run {number}" for number in range(1, int(os.environ.get("MLCC_FRESH_PROJECTS", "3")) + 1)]
+# quickstart report); two by default, MLCC_FRESH_PROJECTS=10 runs ten.
+FRESH_PROJECTS = [f"Run {number}" for number in range(1, int(os.environ.get("MLCC_FRESH_PROJECTS", "2")) + 1)]
 
 
 @pytest.mark.parametrize("name", FRESH_PROJECTS)
@@ -337,22 +337,34 @@ def test_template_checkout_passes_pants() -> None:
     assert {"tests/test_bake.py", "tests/test_hooks.py"} <= set(outcomes)
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_pants_in_generated_project_is_cached_and_incremental(
-    task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    project = project_for("gcp", synced, tmp_path_factory, task)
-    try:
-        cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
-        assert cold.returncode == 0, cold.stderr[-5000:]
-        first = pants_test_outcomes(cold.stderr)
-        test_files = {path.relative_to(project.path) for path in project.path.glob("tests/**/test_*.py")}
-        quick_files = {str(name) for name in test_files if "e2e" not in name.parts}
-        assert set(first) == quick_files, "./pants test :: runs the quick tier, every file of it"
-        assert "ruff check succeeded" in cold.stderr
-        assert "ruff format succeeded" in cold.stderr
-        assert "mypy succeeded" in cold.stderr
+def cold_pants_passes_in(project: Baked) -> dict[str, str]:
+    """`./pants tailor --check lint check test ::` on empty project caches: every quick-tier file runs, the
+    linters and mypy pass, and a settings test does not depend on the training stack. Pants' outcome per file."""
+    cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
+    assert cold.returncode == 0, cold.stderr[-5000:]
+    first = pants_test_outcomes(cold.stderr)
+    test_files = {path.relative_to(project.path) for path in project.path.glob("tests/**/test_*.py")}
+    quick_files = {str(name) for name in test_files if "e2e" not in name.parts}
+    assert set(first) == quick_files, "./pants test :: runs the quick tier, every file of it"
+    assert "ruff check succeeded" in cold.stderr
+    assert "ruff format succeeded" in cold.stderr
+    assert "mypy succeeded" in cold.stderr
+    graph = project.run("./pants", "dependencies", "--transitive", "tests/unit/test_config.py")
+    assert graph.returncode == 0, graph.stderr[-3000:]
+    heavy = [line for line in graph.stdout.splitlines() if re.search(r"#(torch|transformers|datasets)\b", line)]
+    assert not heavy, f"a settings test must not depend on the training stack: {heavy}"
+    assert "src/config.py" in graph.stdout
+    return first
 
+
+def test_pants_in_generated_project_is_cached_and_incremental(
+    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Pants' caching and invalidation come from the core's BUILD files and pants.toml, the same in every
+    project: checked here in the classification project; the generation project's cold pass is below."""
+    project = project_for("gcp", synced, tmp_path_factory)
+    try:
+        first = cold_pants_passes_in(project)
         again = project.run("./pants", "test", "::")
         assert again.returncode == 0, again.stderr[-3000:]
         assert set(pants_test_outcomes(again.stderr).values()) <= {"memoized", "cached"}
@@ -364,11 +376,16 @@ def test_pants_in_generated_project_is_cached_and_incremental(
         reran = [name for name, how in pants_test_outcomes(changed.stderr).items() if how == "ran"]
         assert "tests/integration/test_serve.py" in reran
         assert 1 <= len(reran) < len(first), f"only tests depending on serve.py re-run, got {reran}"
-        graph = project.run("./pants", "dependencies", "--transitive", "tests/unit/test_config.py")
-        assert graph.returncode == 0, graph.stderr[-3000:]
-        heavy = [line for line in graph.stdout.splitlines() if re.search(r"#(torch|transformers|datasets)\b", line)]
-        assert not heavy, f"a settings test must not depend on the training stack: {heavy}"
-        assert "src/config.py" in graph.stdout
+    finally:
+        project.run("./pants", "kill-pantsd")
+
+
+def test_pants_passes_in_a_generated_text_generation_project(
+    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    project = project_for("gcp", synced, tmp_path_factory, GENERATION)
+    try:
+        cold_pants_passes_in(project)
     finally:
         project.run("./pants", "kill-pantsd")
 
