@@ -1,7 +1,7 @@
 """Every process of a command ends with the one the user started, whichever of them is killed.
 
 `uv run train-local` is a chain of processes: uv, the command (`python -m src train-local`,
-which the console script execs), accelerate's launcher, the training processes; `uv run serve`
+which the console script execs), accelerate's launcher when there are several, the training processes; `uv run serve`
 has LitServe's HTTP and model processes, and a task's children (a model check or export). A signal
 reaches only the process it names: after `kill -9` of uv, the processes below it would run on,
 orphaned (a training run would finish and move `latest`, an export would hold its lock). So

@@ -1,4 +1,4 @@
-"""The thin supervisor `train-local` stays as while `accelerate launch` runs the training processes.
+"""The thin supervisor `train-local` stays as while the training processes run (accelerate launch for several).
 
 The training processes report how they ended through a status folder (src/errors.py writes
 the report), so a user error in any of them becomes one `error:` line and exit 2 here,

@@ -1,10 +1,13 @@
-"""`uv run train-local`: check everything, then run the training processes under `accelerate launch`.
+"""`uv run train-local`: check everything, then run the training processes.
 
 The process layout comes from the hardware and the cluster: one process per visible GPU
 (data parallel), one on CPU or Apple MPS, `--num-processes N` (training.num_processes)
 per machine to choose; inside a multi-node SkyPilot task its variables give the machine
 count, this node's rank and the head node's address, so the same command runs on 1 or N
-nodes. Every accelerate flag is explicit (no "defaults were used" warning, all CPU threads).
+nodes. Several processes run under `accelerate launch`, every flag explicit (no "defaults
+were used" warning, all CPU threads). A lone process is started directly, with the
+environment accelerate's launcher would give it (`launch_env`): that launcher is one more
+Python process importing torch, 3-4 s of every run on a 2-core machine, for nothing to do.
 
 This process then stays as a thin supervisor (supervisor.py): a user error in any training
 process becomes one `error:` line and exit 2 here, Ctrl-C 130 and SIGTERM 143.
@@ -141,24 +144,50 @@ def free_port() -> int:
         return port
 
 
-def command(args: Sequence[str], plan: Layout) -> list[str]:
+def threads_per_process(plan: Layout) -> int:
+    return max(1, cpu_cores() // plan.processes_per_machine)
+
+
+def accelerate_flags(plan: Layout) -> list[str]:
+    """`accelerate launch`'s flags for this layout, every one explicit (no "defaults were used" warning)."""
     distributed = ["--multi_gpu"] if plan.world_size > 1 else []
     if plan.num_machines > 1:
         distributed += ["--machine_rank", str(plan.machine_rank), "--main_process_ip", plan.main_address]
     if plan.world_size > 1:
         distributed += ["--main_process_port", str(plan.main_port)]
-    threads = max(1, cpu_cores() // plan.processes_per_machine)
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
         *distributed,
         "--num_processes", str(plan.world_size),
         "--num_machines", str(plan.num_machines),
         "--mixed_precision", "no",  # the Trainer picks precision from training.mixed_precision
         "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", str(threads),
+        "--num_cpu_threads_per_process", str(threads_per_process(plan)),
         "--quiet",
-        "-m", "src", TRAIN_PROCESS, *args,
     ]  # fmt: skip
+
+
+def command(args: Sequence[str], plan: Layout) -> list[str]:
+    """The training processes' command line: the lone process itself, or accelerate launch for several."""
+    if plan.world_size == 1:
+        return [sys.executable, "-m", "src", TRAIN_PROCESS, *args]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *accelerate_flags(plan)]
+    return [*launcher, "-m", "src", TRAIN_PROCESS, *args]
+
+
+def launch_env(plan: Layout) -> dict[str, str]:
+    """The environment `accelerate launch` would give a lone process with accelerate_flags(plan)
+    (tests/integration/test_train.py compares it with accelerate's own launcher); several get theirs from it."""
+    if plan.world_size > 1:
+        return {}
+    return {
+        "ACCELERATE_USE_CPU": "False",
+        "ACCELERATE_MIXED_PRECISION": "no",
+        "ACCELERATE_DYNAMO_BACKEND": "NO",
+        "ACCELERATE_DYNAMO_MODE": "default",
+        "ACCELERATE_DYNAMO_USE_FULLGRAPH": "False",
+        "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "False",
+        "OMP_NUM_THREADS": str(threads_per_process(plan)),
+    }
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -201,7 +230,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         waited = f"the other {plan.num_machines - 1} node(s)" if plan.machine_rank == 0 else f"the head node {head}"
         where = f"(this is node {plan.machine_rank} of {plan.num_machines})"
         join = Join(settings.training.rendezvous_timeout, plan.processes_per_machine, f"{waited} {where}")
-    supervisor = Supervisor(command(child_args, plan), env, join)
+    supervisor = Supervisor(command(child_args, plan), env | launch_env(plan), join)
     try:
         code = supervisor.run()
     finally:

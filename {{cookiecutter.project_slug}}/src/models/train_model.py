@@ -2,11 +2,11 @@
 
 `train(settings, recipe)` is the whole job as a plain function, read as its recipe: prepare the
 run, build the trainer (the task's), train, collect the metrics, publish. `main()` is the
-command line that `uv run train-local` reaches through `accelerate launch` (train_local.py),
-once per process. Each run gets its own folder (src/runs.py holds the format): checkpoints
-go to `<output_dir>/.checkpoints/<run_id>/` while it trains, the finished model is published
-atomically to `<output_dir>/<run_id>/` and `<output_dir>/latest` moves to it. Exactly one
-process (the main one) decides the run id, publishes and writes metrics; evaluation runs on
+command line that `uv run train-local` starts (train_local.py: directly for one process, through
+`accelerate launch` for several), once per process. Each run gets its own folder (src/runs.py
+holds the format): checkpoints go to `<output_dir>/.checkpoints/<run_id>/` while it trains, the
+finished model is published atomically to `<output_dir>/<run_id>/` and `<output_dir>/latest`
+moves to it. Exactly one process (the main one) decides the run id, publishes and writes metrics; evaluation runs on
 every process and the Trainer gathers the whole split before the metrics are computed.
 """
 
@@ -246,7 +246,7 @@ def choose_run(settings: Settings, resume: str | None, environ: Mapping[str, str
 
 
 def main(argv: Sequence[str], task: Task[Any]) -> int:
-    """One training process of `uv run train-local` (`python -m src train-process`, under accelerate launch)."""
+    """One training process of `uv run train-local` (`python -m src train-process`)."""
     args = flags.TRAIN_LOCAL.parse(argv)
     exit_with_the_launcher(os.environ)
     # Libraries log at WARNING and above; this project's own progress at INFO.

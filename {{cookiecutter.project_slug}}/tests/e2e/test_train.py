@@ -1,4 +1,5 @@
-"""`train-local` across the process boundary: the launcher, accelerate, signals, kill -9, 2 processes, 2 nodes."""
+"""`train-local` across the process boundary: the launcher, the training process (accelerate launch for
+several), signals, kill -9, 2 processes, 2 nodes."""
 
 from __future__ import annotations
 
@@ -179,7 +180,10 @@ def test_kill_9_of_the_process_the_user_started_ends_the_whole_run(tmp_path: Pat
                                stderr=subprocess.PIPE)  # fmt: skip
     with started(process):
         wait_for_checkpoints(tmp_path, process)
-        assert len(processes_with("TRAINING__OUTPUT_DIR", str(tmp_path))) >= 3, "launcher, accelerate, a rank"
+        chain = processes_with("TRAINING__OUTPUT_DIR", str(tmp_path))
+        commands = b"\n".join(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in chain)
+        assert b"-m src train-local --smoke" in commands, "the launcher runs"
+        assert b"-m src train-process --smoke" in commands, "the training process runs"
         process.kill()  # this process alone
         process.communicate()
         assert not wait_until_none_with("TRAINING__OUTPUT_DIR", str(tmp_path), 10), "every process of the run ended"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from src import model_folder, runs
 from src.models.checkpoints import DAMAGED_PREFIX, last_checkpoint
+from src.models.train_local import TRAIN_PROCESS, Layout, accelerate_flags, command, launch_env
 from src.models.train_model import train
 from src.task import TASK
 from tests.helpers.models import CHECKPOINT_DAMAGES, CONFIG, WEIGHTS, smoke_file_settings, smoke_settings
@@ -140,3 +142,18 @@ def test_a_run_being_trained_cannot_be_resumed_twice(
     output_dir, run_id = interrupted
     with runs.run_lock(output_dir, run_id), pytest.raises(runs.RunLockedError, match="another process"):
         train(smoke_settings(smoke_assets, output_dir, **INTERRUPTED), TASK, resume=run_id)
+
+
+def test_a_lone_process_starts_as_accelerate_launch_would_start_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train-local starts one training process itself: the same command line and environment that
+    accelerate's own launcher makes from the flags it would have been given (accelerate is asked here)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    plan = Layout(processes_per_machine=1)
+    for name in [*launch_env(plan), "KMP_AFFINITY", "KMP_BLOCKTIME"]:
+        monkeypatch.delenv(name, raising=False)
+    parsed = launch_command_parser().parse_args([*accelerate_flags(plan), "-m", "src", TRAIN_PROCESS, "--smoke"])
+    argv, env = prepare_simple_launcher_cmd_env(_validate_launch_command(parsed)[0])
+    assert argv == command(["--smoke"], plan)
+    assert {name: value for name, value in env.items() if os.environ.get(name) != value} == launch_env(plan)

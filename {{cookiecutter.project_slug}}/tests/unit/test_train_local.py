@@ -11,9 +11,10 @@ import pytest
 
 from src import errors
 from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.devices import cpu_cores
 from src.flags import TRAIN_LOCAL
 from src.models import supervisor, train_local
-from src.models.train_local import Layout, command, layout
+from src.models.train_local import Layout, accelerate_flags, command, launch_env, layout
 from tests.helpers.processes import call, clean_env, only_error_line
 
 SKYPILOT_TWO_NODES = {
@@ -27,9 +28,9 @@ SKYPILOT_TWO_NODES = {
 def test_one_process_on_a_machine_without_gpus() -> None:
     plan = layout(load_settings(environ={}), {}, visible_gpus=0)
     assert plan.world_size == 1
-    argv = command([], plan)
-    assert "--multi_gpu" not in argv
-    assert argv[argv.index("--num_processes") + 1] == "1"
+    assert command(["--smoke"], plan)[1:] == ["-m", "src", "train-process", "--smoke"], "no accelerate launcher"
+    assert launch_env(plan)["OMP_NUM_THREADS"] == str(cpu_cores()), "one process has every CPU thread"
+    assert "--multi_gpu" not in accelerate_flags(plan)
 
 
 def test_one_process_per_gpu_by_default() -> None:
@@ -75,7 +76,9 @@ def test_inconsistent_skypilot_variables_are_a_user_error(broken: dict[str, str]
 
 
 def test_every_accelerate_flag_is_explicit() -> None:
-    argv = command([], layout(load_settings(environ={}), {}, visible_gpus=0))
+    argv = command([], layout(load_settings(environ={}), {}, visible_gpus=2))
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"], "several processes start under accelerate launch"
+    assert launch_env(layout(load_settings(environ={}), {}, visible_gpus=2)) == {}, "accelerate sets theirs"
     for flag in ("--num_processes", "--num_machines", "--mixed_precision", "--dynamo_backend"):
         assert flag in argv, f"{flag} missing: accelerate would warn about defaults"
     assert int(argv[argv.index("--num_cpu_threads_per_process") + 1]) >= 1
