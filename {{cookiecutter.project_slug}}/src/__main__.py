@@ -18,7 +18,7 @@ from src import errors, lifeline
 # command -> the core module whose main(argv, task) runs it
 COMMANDS = {
     "train-local": "src.models.train_local",
-    "train-process": "src.models.train_model",  # one process of train-local (under accelerate launch)
+    "train-process": "src.models.train_model",  # one training process of train-local
     "train-cloud": "src.cloud.train_cloud",
     "sweep": "src.models.sweep",
     "sweep-cloud": "src.cloud.sweep_cloud",

@@ -34,12 +34,13 @@ class ClassifierAPI(WorkerAPI):
         self.threads = threads
 
     def load(self, device: str) -> None:
-        import torch  # heavy: only in the worker
-
         from src.task.classifier import Classifier
 
-        torch.set_num_threads(self.threads)
-        runtime = serving_runtime(self.runtime, self.precision, torch.device(device).type)
+        runtime = serving_runtime(self.runtime, self.precision, device.split(":")[0])
+        if runtime == "pytorch":
+            import torch  # heavy: only a PyTorch worker (ONNX Runtime's sessions have their own threads)
+
+            torch.set_num_threads(self.threads)
         self.classifier = Classifier(self.model_dir, device, self.precision, runtime, self.threads)
         print(
             f"worker ready on {device}: {runtime} {self.classifier.precision}, {self.threads} CPU threads, "

@@ -3,7 +3,8 @@
 Inputs are truncated where the run was trained (run.json's max_length), so serving feeds
 the model what it saw in training and never pays for more. The precision follows the device
 (src/devices.py: int8 on CPU, half precision on GPUs), and so does the runtime: PyTorch, or
-on CPU an ONNX Runtime session of the same model (onnx_export.py exports it, parity.py checks it).
+on CPU an ONNX Runtime session of the same model (onnx_export.py exports it, parity.py checks it),
+which tokenizes with the export's own copy of the tokenizer and imports no torch (model_inputs.py).
 Texts are tokenized once and run from shortest to longest in groups (`groups`), each padded
 only to its own longest text: PyTorch in groups of MICRO_BATCH; ONNX Runtime on CPU in groups
 of at most ONNX_GROUP_TOKENS padded tokens, side by side on the worker's threads, one session
@@ -21,26 +22,29 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from src.model_folder import fail, trained_max_length
 from src.runs import read_info
-from src.task.onnx_export import onnx_file, onnx_session
+from src.task import model_inputs
+from src.task.onnx_export import carried_inputs, onnx_file, onnx_session
 from src.task.runtimes import serving_precision
 from src.task.schemas import Prediction
+
+if TYPE_CHECKING:
+    import torch
 
 MICRO_BATCH = 16
 PROBE_TEXT = "A probe: the scores of a model that can answer are finite."
 ONNX_GROUP_TOKENS = 256
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "float32"}  # torch's names
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """int8 weights for every Linear layer, activations quantized on the fly (CPU)."""
+    import torch
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():
@@ -79,36 +83,40 @@ class Classifier:
         self, model_dir: Path, device: str | torch.device = "cpu", precision: str = "auto",
         runtime: str = "pytorch", threads: int = 1,
     ) -> None:  # fmt: skip
-        self.device = torch.device(device)
-        self.precision = serving_precision(precision, self.device.type)
+        self.device = str(device)
+        self.precision = serving_precision(precision, self.device.split(":")[0])
         self.runtime = runtime
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        config = AutoConfig.from_pretrained(model_dir)
         if runtime == "onnxruntime":
             path = onnx_file(Path(model_dir), self.precision)
             self.session = onnx_session(path, threads)
             self.text_session = onnx_session(path, 1) if threads > 1 else self.session
             self.lanes = max(1, threads)
             self.pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx") if threads > 1 else None
+            carried = carried_inputs(self.session)
+            self.inputs = model_inputs.from_export(carried) if carried else model_inputs.from_run(Path(model_dir))
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=DTYPES[self.precision])
-            model = model.to(self.device).eval()
+            import torch
+            from transformers import AutoModelForSequenceClassification
+
+            dtype = getattr(torch, DTYPES[self.precision])
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
+            model = model.to(device).eval()
             self.model = quantize_int8(model) if self.precision == "int8" else model
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+            self.device = str(torch.device(device))
+            self.inputs = model_inputs.from_run(Path(model_dir))
+        self.labels = self.inputs.labels
         self.max_length = trained_max_length(
-            read_info(Path(model_dir)), self.tokenizer.model_max_length, config.max_position_embeddings
+            read_info(Path(model_dir)), self.inputs.model_max_length, self.inputs.positions
         )
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            (_, (probe,)), *_ = self._run(self.encode([PROBE_TEXT]), [[0]])
+        self.pad_id = self.inputs.pad_id
+        (_, (probe,)), *_ = self._run(self.encode([PROBE_TEXT]), [[0]])
         if not all(math.isfinite(value) for value in probe):
             raise fail(Path(model_dir), f"{self.runtime} {self.precision} gives NaN or infinite scores on a probe "
                        "text: every answer would be garbage")  # fmt: skip
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, cut at the trained max_length."""
-        ids: list[list[int]] = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        return ids
+        return self.inputs.encode(texts, self.max_length)
 
     def _padded(self, rows: list[list[int]]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         width = max(len(row) for row in rows)
@@ -132,9 +140,12 @@ class Classifier:
         return cast(list[list[float]], (shifted / shifted.sum(axis=1, keepdims=True)).tolist())
 
     def _torch_group(self, rows: list[list[int]]) -> list[list[float]]:
+        import torch
+
         input_ids, attention_mask = self._padded(rows)
-        inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
-        logits = self.model(**{name: tensor.to(self.device) for name, tensor in inputs.items()}).logits
+        tensors = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        with torch.inference_mode():
+            logits = self.model(**{name: tensor.to(self.device) for name, tensor in tensors.items()}).logits
         return cast(list[list[float]], logits.float().softmax(dim=-1).cpu().tolist())
 
     def _run(self, encoded: list[list[int]], groups: list[list[int]]) -> Iterator[tuple[list[int], list[list[float]]]]:
@@ -150,7 +161,6 @@ class Classifier:
         lanes = [groups[index :: self.lanes] for index in range(self.lanes)]
         return itertools.chain.from_iterable(self.pool.map(lane, lanes) if self.pool else map(lane, lanes))
 
-    @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []

@@ -5,7 +5,9 @@ quantization of every linear layer but the classification head (which stays fp32
 and it is where a rounding error becomes a changed probability). It is written into the model
 folder's onnx/ (or a cache folder when that one is read-only) under a lock, renamed into place
 only when complete, so a killed export leaves nothing that is ever used; an export older than
-the weights, or one that does not load, is made again. parity.py checks it against PyTorch.
+the weights, or one that does not load, is made again. It carries the run's tokenizer and labels
+in its metadata (model_inputs.py), so the worker that runs it needs neither torch nor transformers.
+parity.py checks it against PyTorch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from src import runs
+from src.task import model_inputs
 
 ONNX_FOLDER = "onnx"
 OPSET = 17
@@ -109,6 +112,25 @@ def head_nodes(fp32: Path, base_prefix: str) -> list[str]:
     return [*head, *(f"{name}_MatMul" for name in head)]  # onnxruntime turns a Gemm into <name>_MatMul
 
 
+def carry_inputs(path: Path, model_dir: Path) -> None:
+    """The export carries its tokenizer and labels (model_inputs.py) in its metadata: no transformers to run it."""
+    import onnx
+
+    described = model_inputs.describe(model_dir)
+    if described is None:
+        return  # no tokenizers pipeline: the worker loads the run's tokenizer through transformers
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = model_inputs.METADATA_KEY, described
+    onnx.save(model, str(path))
+
+
+def carried_inputs(session: Any) -> str | None:
+    """What carry_inputs stored in a loaded export (None: an export made without it)."""
+    metadata: dict[str, str] = session.get_modelmeta().custom_metadata_map
+    return metadata.get(model_inputs.METADATA_KEY)
+
+
 def export(model_dir: Path, precision: str, target: Path) -> None:
     """The fp32 model as ONNX (int8: dynamically quantized, the head kept fp32), published atomically at `target`."""
     import torch
@@ -130,6 +152,7 @@ def export(model_dir: Path, precision: str, target: Path) -> None:
 
                 head = head_nodes(fp32, model.base_model_prefix)
                 quantize_dynamic(str(fp32), str(published), weight_type=QuantType.QInt8, nodes_to_exclude=head)
+            carry_inputs(published, model_dir)
             with published.open("rb") as handle:
                 os.fsync(handle.fileno())
         finally:

@@ -259,7 +259,7 @@ def serving_engine(serving: ServingSettings, folder: ClassifierFolder) -> Engine
         answer = Path(scratch) / "choice.json"
         arguments = [str(folder.path), runtime, precision, serving.accelerator, str(threads), str(answer)]
         # A session of its own: Ctrl-C reaches serve only, which reports it and kills the child.
-        command = [sys.executable, "-m", "src.task.parity", *arguments]
+        command = child_command(arguments)
         env = {**os.environ, errors.STATUS_DIR_ENV: scratch}  # it reports its error here; serve prints it
         code = subprocess.run(command, check=False, start_new_session=True, env=env).returncode
         if code:
@@ -267,8 +267,15 @@ def serving_engine(serving: ServingSettings, folder: ClassifierFolder) -> Engine
         return Engine(**runs.read_json(answer))
 
 
+def child_command(arguments: Sequence[str]) -> list[str]:
+    """The command line of serving_engine's child (`main`). Not `-m src.task.parity`: src.task imports
+    this module, which `-m` would then run as a second copy (and Python warns about it)."""
+    return [sys.executable, "-c", "from src import errors; from src.task import parity; errors.run(parity.main)",
+            *arguments]  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m src.task.parity MODEL_DIR RUNTIME PRECISION ACCELERATOR THREADS CHOICE_FILE.
+    """serving_engine's child process: MODEL_DIR RUNTIME PRECISION ACCELERATOR THREADS CHOICE_FILE.
 
     serve runs it before it starts: it writes what the workers run (an Engine, as JSON) to CHOICE_FILE.
     """
@@ -286,6 +293,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.write_json(Path(choice_file), asdict(choice))
     return 0
 
-
-if __name__ == "__main__":
-    errors.run(main)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def test_an_export_killed_midway_leaves_nothing_that_is_used(run_copy: Path) -> 
     target = folder / "model-int8.onnx"
     assert not folder.exists(), "the run was copied with an export"
     arguments = [str(run_copy), "onnxruntime", "int8", "cpu", "1", str(run_copy / "choice.json")]
-    command = [sys.executable, "-m", "src.task.parity", *arguments]
+    command = export_parity.child_command(arguments)
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120

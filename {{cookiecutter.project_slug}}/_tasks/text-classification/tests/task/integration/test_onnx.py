@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from src.config import load_settings
+from src.config import PROJECT_ROOT, load_settings
 from src.deployment import serve
 from src.errors import UserError
-from src.task import onnx_export
+from src.task import model_inputs, onnx_export
 from src.task import parity as export_parity
 from src.task.classifier import ONNX_GROUP_TOKENS, Classifier, length_groups
 from src.task.folder import inspect as inspect_model_folder
-from tests.helpers.processes import call, free_port, only_error_line
+from tests.helpers.processes import call, clean_env, free_port, only_error_line
+
+AWKWARD_TEXTS = [
+    "", "   ", "Ünïcödé: a café's crème brûlée", "日本語のレビュー、最高", "emoji 🎬🍿 great",
+    "[SEP] [CLS] [PAD] in a text", "tabs\tand\nnewlines\r\n", "word " * 600, "x" * 5000, "can't won't it's",
+    "\uff26\uff35\uff2c\uff2c width and\u200bzero width",
+]  # fmt: skip
 
 
 def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) -> None:
@@ -207,3 +214,39 @@ def test_runtime_that_cannot_serve_is_refused(
 ) -> None:
     assert call(serve.main, "--model-dir", str(trained_model), "--port", str(free_port()), *argv) == 2
     assert words in only_error_line(capsys.readouterr().err)
+
+
+def test_the_export_tokenizes_as_transformers_does_and_its_worker_imports_no_torch(run_copy: Path) -> None:
+    """The ONNX export carries the run's tokenizer (model_inputs.py): the same ids, labels and truncation as
+    transformers, and an ONNX Runtime classifier that never imports torch or transformers."""
+    export_parity.prepare(run_copy, "int8", threads=1)
+    served = Classifier(run_copy, precision="int8", runtime="onnxruntime")
+    assert onnx_export.carried_inputs(served.session), "the export carries its inputs"
+    reference = Classifier(run_copy, precision="fp32")
+    assert served.labels == reference.labels
+    assert (served.max_length, served.pad_id) == (reference.max_length, reference.pad_id)
+    assert served.encode(AWKWARD_TEXTS) == reference.encode(AWKWARD_TEXTS)
+    assert max(len(ids) for ids in served.encode(AWKWARD_TEXTS)) == served.max_length, "long texts are cut"
+    probe = (
+        "import sys; from pathlib import Path; from src.task.classifier import Classifier; "
+        f"c = Classifier(Path({str(run_copy)!r}), precision='int8', runtime='onnxruntime'); "
+        "print(c.predict(['a wonderful film'])[0].label, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=clean_env(), capture_output=True,
+                            text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [served.predict(["a wonderful film"])[0].label, "False", "False"]
+
+
+def test_an_export_without_its_inputs_tokenizes_through_transformers(
+    run_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tokenizer without a tokenizers pipeline (model_inputs.describe gives None) leaves the export without
+    inputs: its classifier loads the run's tokenizer through transformers and answers the same."""
+    monkeypatch.setattr(model_inputs, "describe", lambda model_dir: None)
+    export_parity.prepare(run_copy, "fp32", threads=1)
+    served = Classifier(run_copy, precision="fp32", runtime="onnxruntime")
+    assert onnx_export.carried_inputs(served.session) is None
+    reference = Classifier(run_copy, precision="fp32")
+    assert served.encode(AWKWARD_TEXTS) == reference.encode(AWKWARD_TEXTS)
+    assert [p.label for p in served.predict(AWKWARD_TEXTS)] == [p.label for p in reference.predict(AWKWARD_TEXTS)]
