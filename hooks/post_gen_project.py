@@ -119,7 +119,7 @@ def main() -> int:
     project = Path.cwd().name
     print("\n".join(f"  - {note}" for note in notes))
     print(
-        f"\nNext:\n  cd {project}\n  uv sync --compile-bytecode\n"
+        f"\nNext:\n  cd {project}\n  uv sync\n"
         "  uv run train-local --smoke   # offline check, under a minute\n"
         "  uv run serve                 # API on the promoted run (the newest where none was)\n  uv run test\n"
     )

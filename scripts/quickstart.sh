@@ -11,7 +11,7 @@ project="$out/my-ml-project"
 if [[ -e "$project" ]]; then echo "error: $project exists: remove it or pass another folder" >&2; exit 1; fi
 uvx --from 'cookiecutter>=2.6' cookiecutter "$template" --no-input -o "$out"
 cd "$project"
-uv sync --compile-bytecode
+uv sync
 uv run train-local --smoke
 echo
 echo "Trained: $project/models/latest -> $(readlink "$project/models/latest") (metrics above)"

@@ -10,8 +10,8 @@ process waits for the task (which gets the Ctrl-C from the terminal too) and rep
 when it was interrupted.
 
 Bytecode is compiled once: torch and transformers take ~12 s more to import from source
-than from cached bytecode. `uv sync --compile-bytecode` (the README's set-up) compiles the
-venv at install time; without it Python caches what it imports on the first run. Either
+than from cached bytecode. After a plain `uv sync` (the README's set-up) Python caches what it
+imports on the first run; `uv sync --compile-bytecode` compiles the venv at install time. Either
 way the cache has to be read and written: some shells and sandboxes set
 PYTHONDONTWRITEBYTECODE, which would compile the project's own modules and the tests again
 on every run (~8 s of `uv run test`), so the tasks drop it. The cache is the usual
