@@ -74,8 +74,10 @@ def is_current(path: Path, model_dir: Path) -> bool:
     if path.stat().st_mtime_ns < newest:
         return False
     try:
-        onnx_session(path, 1)
-    except Exception:  # any load failure means: export it again
+        carried = carried_inputs(onnx_session(path, 1))
+        if carried is not None:
+            model_inputs.from_export(carried)
+    except Exception:  # any load failure (the model, or the tokenizer it carries) means: export it again
         return False
     return True
 

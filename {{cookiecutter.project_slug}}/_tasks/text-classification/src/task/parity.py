@@ -292,4 +292,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         choice = Engine(serving_runtime(runtime, precision, device), serving_precision(precision, device))
     runs.write_json(Path(choice_file), asdict(choice))
     return 0
-

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 
 from src.config import PROJECT_ROOT, load_settings
@@ -38,10 +39,10 @@ def test_int8_export_agrees_with_pytorch_fp32_on_the_eval_split(run_copy: Path) 
     assert served.precision == "int8"
     texts = ["great wonderful superb film", "awful boring dull mess, hated it", "tedious"]
     exact = Classifier(run_copy, precision="fp32").predict(texts)
-    for onnx, torch_fp32 in zip(served.predict(texts), exact, strict=True):
-        assert onnx.label == torch_fp32.label
-        assert onnx.score == pytest.approx(torch_fp32.score, abs=export_parity.MAX_PROBABILITY_CHANGE)
-        assert sum(onnx.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    for answer, torch_fp32 in zip(served.predict(texts), exact, strict=True):
+        assert answer.label == torch_fp32.label
+        assert answer.score == pytest.approx(torch_fp32.score, abs=export_parity.MAX_PROBABILITY_CHANGE)
+        assert sum(answer.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_batch_runs_its_texts_side_by_side_and_answers_as_each_alone(run_copy: Path) -> None:
@@ -216,10 +217,19 @@ def test_runtime_that_cannot_serve_is_refused(
     assert words in only_error_line(capsys.readouterr().err)
 
 
+def exported(run_dir: Path, precision: str) -> Path:
+    """The run's export for `precision`, made as serve makes it, without the parity check."""
+    target = onnx_export.onnx_file(run_dir, precision)
+    target.parent.mkdir(exist_ok=True)
+    onnx_export.export(run_dir, precision, target)
+    return target
+
+
 def test_the_export_tokenizes_as_transformers_does_and_its_worker_imports_no_torch(run_copy: Path) -> None:
     """The ONNX export carries the run's tokenizer (model_inputs.py): the same ids, labels and truncation as
-    transformers, and an ONNX Runtime classifier that never imports torch or transformers."""
-    export_parity.prepare(run_copy, "int8", threads=1)
+    transformers, and an ONNX Runtime classifier that never imports torch or transformers. A damaged copy
+    makes the export stale (made again at the next start)."""
+    target = exported(run_copy, "int8")
     served = Classifier(run_copy, precision="int8", runtime="onnxruntime")
     assert onnx_export.carried_inputs(served.session), "the export carries its inputs"
     reference = Classifier(run_copy, precision="fp32")
@@ -237,6 +247,13 @@ def test_the_export_tokenizes_as_transformers_does_and_its_worker_imports_no_tor
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [served.predict(["a wonderful film"])[0].label, "False", "False"]
 
+    assert onnx_export.is_current(target, run_copy)
+    model = onnx.load(str(target))
+    carried = next(entry for entry in model.metadata_props if entry.key == model_inputs.METADATA_KEY)
+    carried.value = carried.value[: len(carried.value) // 2]  # cut short, as a damaged copy would be
+    onnx.save(model, str(target))
+    assert not onnx_export.is_current(target, run_copy)
+
 
 def test_an_export_without_its_inputs_tokenizes_through_transformers(
     run_copy: Path, monkeypatch: pytest.MonkeyPatch
@@ -244,7 +261,7 @@ def test_an_export_without_its_inputs_tokenizes_through_transformers(
     """A tokenizer without a tokenizers pipeline (model_inputs.describe gives None) leaves the export without
     inputs: its classifier loads the run's tokenizer through transformers and answers the same."""
     monkeypatch.setattr(model_inputs, "describe", lambda model_dir: None)
-    export_parity.prepare(run_copy, "fp32", threads=1)
+    exported(run_copy, "fp32")
     served = Classifier(run_copy, precision="fp32", runtime="onnxruntime")
     assert onnx_export.carried_inputs(served.session) is None
     reference = Classifier(run_copy, precision="fp32")
