@@ -36,7 +36,9 @@ def test_bytecode_is_cached_once_even_when_writing_it_is_switched_off(
     ("task", "expected"),
     [
         pytest.param("serve", [sys.executable, "-m", "src", "serve"], id="python-module-runs-in-this-interpreter"),
-        pytest.param("test-all", ["pytest"], id="plain-command"),
+        pytest.param(
+            "test-all", ["pytest", "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"], id="plain-command"
+        ),
         pytest.param("lint", None, id="shell-syntax-goes-through-taskipy"),
         pytest.param("test", None, id="quoted-arguments-go-through-taskipy"),
         pytest.param("no-such-task", None, id="unknown-task-is-taskipys-to-report"),
