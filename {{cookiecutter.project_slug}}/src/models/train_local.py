@@ -43,22 +43,30 @@ HOST = re.compile(
 )
 
 
+def launcher_settings(args: argparse.Namespace, task: Task[Any]) -> Settings:
+    """The settings file, `--smoke` overlay, environment and flags: what the launcher needs (the output
+    folder, the layout, promotion). A smoke run's model and data paths come from run_settings."""
+    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
+    return load_settings(task.settings, overlays=overlays, flags=flags.TRAIN_LOCAL.settings_flags(args))
+
+
 def run_settings(args: argparse.Namespace, task: Task[Any], build_smoke_assets: bool = False) -> Settings:
     """The settings of this run: file, `--smoke` overlay, environment, flags; one place for all.
 
-    The launcher passes `build_smoke_assets` (it also checks the output folder first); the
-    training processes then find the assets in place.
+    The training processes pass `build_smoke_assets` (after checking the output folder): the first
+    to take the set's lock builds it, the others find it in place, and the launcher never imports
+    torch or transformers (a smoke run's first start imports them once, not twice).
     """
-    overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
-    given = flags.TRAIN_LOCAL.settings_flags(args)
-    settings = load_settings(task.settings, overlays=overlays, flags=given)
-    if build_smoke_assets:
-        check_output_dir(settings.training.output_dir)
+    settings = launcher_settings(args, task)
     if not args.smoke:
         return settings
+    if build_smoke_assets:
+        check_output_dir(settings.training.output_dir)
     folder = smoke_assets.assets_dir(settings.training.output_dir, settings.training.seed)
     built = smoke_assets.build(folder, settings.training.seed, task.smoke) if build_smoke_assets else None
     assets = built or smoke_assets.files(folder)
+    overlays = [SMOKE_SETTINGS_FILE]
+    given = flags.TRAIN_LOCAL.settings_flags(args)
     return load_settings(task.settings, overlays=overlays, overrides=smoke_assets.overrides(assets), flags=given)
 
 
@@ -207,7 +215,8 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     args = flags.TRAIN_LOCAL.parse(argv)
     if args.resume:
         runs.check_run_id(args.resume, "--resume")  # before anything is built or written
-    settings = run_settings(args, task, build_smoke_assets=True)
+    settings = launcher_settings(args, task)
+    check_output_dir(settings.training.output_dir)
     env = dict(os.environ)
     if args.resume is not None:
         env[RESUME_ENV] = runs.resume_target(settings.training.output_dir, args.resume)

@@ -254,7 +254,9 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     logging.getLogger("src").setLevel(logging.INFO)
     try:
         metrics = train(
-            train_local.run_settings(args, task), task, resume=os.environ.get(train_local.RESUME_ENV) or None
+            train_local.run_settings(args, task, build_smoke_assets=True),
+            task,
+            resume=os.environ.get(train_local.RESUME_ENV) or None,
         )
     finally:
         distributed.stop()

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,18 @@ LONG_RUN = {"TRAINING__MAX_STEPS": "600", "TRAINING__SAVE_STEPS": "10", "TRAININ
 
 
 def train_local(
-    output_dir: Path, *args: str, timeout: float = 300, fresh: bool = False, **env: str
+    output_dir: Path, *args: str, timeout: float = 300, fresh: bool = False, python: Sequence[str] = (), **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`train-local --smoke` into output_dir; `fresh`: it builds the smoke assets itself, as on a first run."""
     if not fresh:
         with_smoke_assets(output_dir)
-    return run_module("src", "train-local", "--smoke", *args,
+    return run_module("src", "train-local", "--smoke", *args, python=python,
                       env=clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **env), timeout=timeout)  # fmt: skip
+
+
+def imported_at_start(stderr: str) -> set[str]:
+    """The modules `python -X importtime` reports: the launcher's own (its children start without the option)."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
 def start_training(output_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -88,8 +94,12 @@ def step(checkpoint: Path) -> int:
 
 
 def test_train_local_smoke_then_evaluate(tmp_path: Path) -> None:
-    trained = train_local(tmp_path, fresh=True)
+    trained = train_local(tmp_path, fresh=True, python=["-X", "importtime"])
     assert trained.returncode == 0, trained.stderr[-3000:]
+    launcher = imported_at_start(trained.stderr)
+    assert "src.models.supervisor" in launcher, "python -X importtime reports the launcher's imports"
+    assert not {"torch", "transformers"} & launcher, "the training process builds the smoke set: one import of torch"
+    assert smoke_assets.files(launcher_assets_dir(tmp_path))["model"].is_dir()
     assert "defaults were used" not in trained.stderr, "every accelerate flag is explicit"
     [metrics] = published(tmp_path)
     assert (tmp_path / "latest").resolve() == (tmp_path / metrics["run_id"]).resolve()
@@ -108,7 +118,7 @@ def test_a_smoke_run_with_another_seed_leaves_earlier_runs_as_they_were(
 ) -> None:
     """Each seed's smoke model and data live apart (models/.smoke/seed-N): a second smoke run with another
     seed leaves the first run's predictions and its evaluation exactly as they were. The runs are trained as
-    train-local's launcher sets them up (the smoke set built for the seed), in this process."""
+    a training process sets them up (the smoke set built for the seed), in this process."""
     monkeypatch.setenv("TRAINING__OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("TRAINING__MAX_STEPS", "6")
 
@@ -192,7 +202,8 @@ def test_kill_9_of_the_process_the_user_started_ends_the_whole_run(tmp_path: Pat
 
 
 def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
-    result = train_local(tmp_path, "--num-processes", "2")
+    """Both processes start without the smoke set: one builds it under its lock, the other waits and reads it."""
+    result = train_local(tmp_path, "--num-processes", "2", fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     [metrics] = published(tmp_path)
     training = smoke_file_settings().training

@@ -55,9 +55,9 @@ def launcher_assets_dir(output_dir: Path) -> Path:
 
 
 def with_smoke_assets(output_dir: Path) -> Path:
-    """A runs folder that already holds the smoke assets the launcher would build (it keeps a complete set).
+    """A runs folder that already holds the smoke assets a first smoke run would build (it keeps a complete set).
 
-    Each launch then skips seconds of importing torch to build them; one test builds them itself.
+    Each launch then skips the seconds of building them; the tests run with `fresh=True` build them themselves.
     """
     if not launcher_assets_dir(output_dir).exists():
         shutil.copytree(_launcher_assets(), launcher_assets_dir(output_dir))

@@ -37,10 +37,13 @@ def free_port() -> int:
         return port
 
 
-def start_module(module: str, *args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
-    """`python -m module args` in the project root, as a task runs it, in a process group of its own."""
+def start_module(
+    module: str, *args: str, env: dict[str, str] | None = None, python: Sequence[str] = (), **popen: object
+) -> subprocess.Popen[str]:
+    """`python -m module args` in the project root, as a task runs it, in a process group of its own
+    (`python`: the interpreter's own options, such as `-X importtime`)."""
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=clean_env() if env is None else env,
+        [sys.executable, *python, "-m", module, *args], cwd=PROJECT_ROOT, env=clean_env() if env is None else env,
         start_new_session=True, text=True, **popen,
     )  # fmt: skip
 
@@ -72,10 +75,10 @@ def stop_group(process: subprocess.Popen[str], sig: int = signal.SIGTERM, grace:
 
 
 def run_module(
-    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300, python: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m module args` to the end; on a timeout (or after it) its whole group is killed."""
-    process = start_module(module, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_module(module, *args, env=env, python=python, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:
