@@ -29,15 +29,21 @@ def files(folder: Path) -> dict[str, Path]:
     return {"model": folder / "model", "train": folder / "train.jsonl", "eval": folder / "eval.jsonl"}
 
 
+def staging_prefix(folder: Path) -> str:
+    return f".tmp-{folder.name}-"  # one seed's own: another seed's builder, under its own lock, keeps its staging
+
+
 def build(folder: Path, seed: int, write: Callable[[Path, int], None]) -> dict[str, Path]:
     """The set for `seed` in `folder`, written by `write(staging, seed)` unless a complete one is there."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     marker = f"seed={seed}\n"
     with (folder.parent / f"{folder.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in folder.parent.glob(f"{staging_prefix(folder)}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a builder killed midway left it; this one holds the lock
         done = folder / COMPLETE_MARKER
         if not done.is_file() or done.read_text(encoding="utf-8") != marker:
-            staging = Path(tempfile.mkdtemp(prefix=".tmp-smoke-", dir=folder.parent))
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(folder), dir=folder.parent))
             try:
                 write(staging, seed)
                 (staging / COMPLETE_MARKER).write_text(marker, encoding="utf-8")
