@@ -77,6 +77,13 @@ def exit_with_the_launcher(environ: Mapping[str, str], interval: float = 1.0) ->
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 class Supervisor:
     """Run the launcher, pass its output through, and turn how the processes ended into one exit code."""
 
@@ -127,7 +134,7 @@ class Supervisor:
             ).start()
         try:
             stderr = cast(IO[bytes], self.process.stderr)
-            passing = True
+            passing, last = True, b"\n"
             while chunk := stderr.read1(65536):  # type: ignore[attr-defined]
                 # Once a process has reported (or a signal came), the rest is launcher noise.
                 reported = any(self.status_dir.glob("*.json"))
@@ -135,6 +142,10 @@ class Supervisor:
                 if passing:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
+                    last = chunk[-1:]
+            if last != b"\n":  # a progress bar's line, cut short: what this launcher says starts a line of its own
+                sys.stderr.buffer.write(b"\n")
+                sys.stderr.flush()
             returncode = self.process.wait()
         finally:
             for sig, handler in previous.items():
@@ -160,6 +171,10 @@ class Supervisor:
             return errors.EXIT_TERMINATED
         if errors.EXIT_USER_ERROR in codes:
             return errors.EXIT_USER_ERROR
+        if returncode < 0 and not messages:  # the lone training process, killed (kill -9, the OOM killer)
+            advice = "`uv run train-local --resume` goes on from its last checkpoint"
+            print(f"error: the training process was killed by {signal_name(-returncode)} (out of memory? `dmesg` "
+                  f"says): {advice}", file=sys.stderr, flush=True)  # fmt: skip
         return returncode if returncode >= 0 else 128 - returncode
 
     def cleanup(self) -> None:

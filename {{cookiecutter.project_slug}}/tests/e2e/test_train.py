@@ -201,6 +201,22 @@ def test_kill_9_of_the_process_the_user_started_ends_the_whole_run(tmp_path: Pat
     assert not runs.finished_runs(tmp_path)
 
 
+def test_a_training_process_killed_alone_ends_the_run_in_one_line(tmp_path: Path) -> None:
+    """kill -9 of the training process only (as the kernel's OOM killer does): the launcher says so in one
+    line, with how to go on, and exits 137; `latest` does not move."""
+    with started(start_training(tmp_path, **LONG_RUN)) as process:
+        wait_for_checkpoints(tmp_path, process)
+        [training] = [pid for pid in processes_with("TRAINING__OUTPUT_DIR", str(tmp_path))
+                      if b"train-process" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+        os.kill(training, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGKILL
+    line = only_error_line(stderr)
+    assert "killed by SIGKILL" in line
+    assert "--resume" in line
+    assert not (tmp_path / "latest").exists()
+
+
 def test_two_processes_share_the_data_and_publish_once(tmp_path: Path) -> None:
     """Both processes start without the smoke set: one builds it under its lock, the other waits and reads it."""
     result = train_local(tmp_path, "--num-processes", "2", fresh=True)
