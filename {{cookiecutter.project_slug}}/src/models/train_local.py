@@ -43,11 +43,15 @@ HOST = re.compile(
 )
 
 
-def launcher_settings(args: argparse.Namespace, task: Task[Any]) -> Settings:
-    """The settings file, `--smoke` overlay, environment and flags: what the launcher needs (the output
-    folder, the layout, promotion). A smoke run's model and data paths come from run_settings."""
+def launcher_settings(
+    args: argparse.Namespace, task: Task[Any], overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings file, `--smoke` overlay, `overrides`, environment and flags: without overrides, what the
+    launcher needs (the output folder, the layout, promotion); a smoke run's set paths come from run_settings."""
     overlays = [SMOKE_SETTINGS_FILE] if args.smoke else []
-    return load_settings(task.settings, overlays=overlays, flags=flags.TRAIN_LOCAL.settings_flags(args))
+    return load_settings(
+        task.settings, overlays=overlays, overrides=overrides, flags=flags.TRAIN_LOCAL.settings_flags(args)
+    )
 
 
 def run_settings(args: argparse.Namespace, task: Task[Any], build_smoke_assets: bool = False) -> Settings:
@@ -64,10 +68,7 @@ def run_settings(args: argparse.Namespace, task: Task[Any], build_smoke_assets: 
         check_output_dir(settings.training.output_dir)
     folder = smoke_assets.assets_dir(settings.training.output_dir, settings.training.seed)
     built = smoke_assets.build(folder, settings.training.seed, task.smoke) if build_smoke_assets else None
-    assets = built or smoke_assets.files(folder)
-    overlays = [SMOKE_SETTINGS_FILE]
-    given = flags.TRAIN_LOCAL.settings_flags(args)
-    return load_settings(task.settings, overlays=overlays, overrides=smoke_assets.overrides(assets), flags=given)
+    return launcher_settings(args, task, smoke_assets.overrides(built or smoke_assets.files(folder)))
 
 
 @dataclass(frozen=True)
