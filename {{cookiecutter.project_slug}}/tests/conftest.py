@@ -17,6 +17,9 @@ import importlib
 import os
 import signal
 import stat
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ import httpx
 import pytest
 
 from src import runs
+from src.settings import PROJECT_ROOT
+from tests.helpers.bytecode import compile_ahead, runtime_packages
 from tests.helpers.processes import inherited, start_import_probe
 from tests.helpers.server import Server, start_server, stop_server, wait_until_healthy
 
@@ -41,9 +46,10 @@ READ_TIMEOUT = "1"  # seconds, for the slow-client tests (the default is 10)
 
 
 HANDLERS: dict[int, object] = {}  # SIGINT's and SIGTERM's handlers as pytest started
+HELPERS: list[subprocess.Popen[bytes]] = []  # tests/helpers/bytecode.py, on a first run
 
 
-def pytest_configure() -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C reaches the commands the tests start, as it does from a terminal.
 
     A shell that starts pytest in the background (`pytest &`, some CI runners) ignores SIGINT,
@@ -52,6 +58,11 @@ def pytest_configure() -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     HANDLERS.update({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
+    one_process = not getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    if one_process and Path(sys.prefix).is_relative_to(PROJECT_ROOT):  # the project's venv (not Pants' sandboxes)
+        site = Path(sysconfig.get_paths()["purelib"])
+        helper = compile_ahead(site, lambda: runtime_packages(PROJECT_ROOT / "pyproject.toml"))
+        HELPERS.extend([helper] if helper else [])
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
@@ -77,6 +88,9 @@ def freeze_what_is_imported() -> None:
 
 
 def pytest_unconfigure() -> None:
+    for helper in HELPERS:  # what it compiled stays; the rest compiles on import, as without it
+        helper.terminate()
+        helper.wait()
     gc.unfreeze()  # collected at exit as usual: extension modules check that their objects were freed
 
 

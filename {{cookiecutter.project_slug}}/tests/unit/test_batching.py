@@ -60,7 +60,7 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
 def test_batch_timeout_is_the_most_a_batch_waits_for_more() -> None:
     queue = queued("first")
     threading.Timer(0.1, lambda: queue.put((0, "second", time.monotonic(), {}))).start()
-    assert take(api(batch_timeout=2.0), queue) == (["first", "second"], [])
+    assert take(api(batch_timeout=0.5), queue) == (["first", "second"], [])
     started = time.monotonic()
     assert take(api(max_batch_size=2, batch_timeout=2.0), queued("x", "y")) == (["x", "y"], [])
     assert time.monotonic() - started < 1.0, "a full batch does not wait out the timeout"

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from src import errors
-from src.config import PROJECT_ROOT, SettingsError, load_settings
+from src.config import SettingsError, load_settings
 from src.devices import cpu_cores
 from src.flags import TRAIN_LOCAL
-from src.models import supervisor, train_local
+from src.models import train_local
 from src.models.train_local import Layout, accelerate_flags, command, launch_env, layout
-from tests.helpers.processes import call, clean_env, only_error_line
+from tests.helpers.processes import call, only_error_line
 
 SKYPILOT_TWO_NODES = {
     "SKYPILOT_NUM_NODES": "2",
@@ -132,25 +130,6 @@ def test_bad_settings_exit_2_with_one_line_and_touch_nothing(
     assert call(train_local.main, "--smoke") == 2
     assert named in only_error_line(capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
-
-
-def test_a_training_process_ends_when_its_launcher_is_gone() -> None:
-    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    watched = (
-        "from src.models import supervisor; import os, time; supervisor.exit_with_the_launcher(os.environ, 0.1); "
-        "time.sleep(60)"
-    )
-    rank = subprocess.Popen([sys.executable, "-c", watched], cwd=PROJECT_ROOT,
-                            env=clean_env(**{supervisor.LAUNCHER_PID_ENV: str(launcher.pid)}))  # fmt: skip
-    try:
-        with pytest.raises(subprocess.TimeoutExpired):
-            rank.wait(timeout=1)  # the launcher lives: the rank trains on
-        launcher.kill()
-        launcher.wait()
-        assert rank.wait(timeout=10) == errors.EXIT_TERMINATED
-    finally:
-        launcher.kill()
-        rank.kill()
 
 
 def test_the_head_nodes_port_must_be_free() -> None:

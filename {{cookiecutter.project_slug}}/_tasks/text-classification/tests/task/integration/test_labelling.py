@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from src.devices import cpu_cores
@@ -101,21 +100,3 @@ def test_a_runtime_that_cannot_run_is_refused(
     assert call(predict.main, str(source), "--model-dir", str(trained_model), *argv) == 2
     assert words in only_error_line(capsys.readouterr().err)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.jsonl"], "no output"
-
-
-def test_a_few_through_a_real_server(trained_model: Path, client: httpx.Client, tmp_path: Path) -> None:
-    # fp32 on both sides: under int8 (the CPU default) activation scales follow the batch, and
-    # one request at a time is a batch of one while predict runs batches of 16.
-    texts = reviews(6, repeat=2)
-    output = tmp_path / "out.jsonl"
-    source = write_jsonl(tmp_path / "in.jsonl", texts)
-    assert (
-        call(predict.main, str(source), "-o", str(output), "--model-dir", str(trained_model), "--precision", "fp32")
-        == 0
-    )
-    rows = [json.loads(line) for line in output.read_text().splitlines()]
-    answers = [client.post("/predict", json={"text": text}).json() for text in texts]  # the server runs fp32
-    for row, answer in zip(rows, answers, strict=True):
-        assert row["predicted_label"] == answer["label"]
-        assert row["predicted_score"] == pytest.approx(answer["score"], abs=1e-5)
-        assert row["probability_pos"] == pytest.approx(answer["probabilities"]["pos"], abs=1e-5)

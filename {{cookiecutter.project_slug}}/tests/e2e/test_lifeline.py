@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from src import errors
 from src.config import PROJECT_ROOT
+from src.models import supervisor
+from tests.helpers.processes import clean_env
 
 # The parent starts a child that asks to end with it, prints the child's pid, and sleeps.
 PARENT = """
@@ -59,3 +62,22 @@ def test_a_child_ends_once_its_parent_is_killed_with_sigkill(watch: bool) -> Non
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_a_training_process_ends_when_its_launcher_is_gone() -> None:
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watched = (
+        "from src.models import supervisor; import os, time; supervisor.exit_with_the_launcher(os.environ, 0.1); "
+        "time.sleep(60)"
+    )
+    rank = subprocess.Popen([sys.executable, "-c", watched], cwd=PROJECT_ROOT,
+                            env=clean_env(**{supervisor.LAUNCHER_PID_ENV: str(launcher.pid)}))  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            rank.wait(timeout=1)  # the launcher lives: the rank trains on
+        launcher.kill()
+        launcher.wait()
+        assert rank.wait(timeout=10) == errors.EXIT_TERMINATED
+    finally:
+        launcher.kill()
+        rank.kill()
