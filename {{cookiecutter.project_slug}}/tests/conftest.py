@@ -66,10 +66,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "e2e" in item.path.relative_to(Path(__file__).parent).parts:
             item.add_marker(pytest.mark.e2e)
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        # Spread over workers (test-all), the longest files go out first and the short ones fill the gaps
+        # at the end; one process keeps the quickest first, for the first failure soonest.
+        items.sort(key=lambda item: not item.get_closest_marker("e2e"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -136,24 +140,14 @@ def set_writable(path: Path, writable: bool) -> None:
 
 
 @pytest.fixture(scope="session")
-def trained_model(
-    smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Path]:
-    """The smoke run, trained once per test run: its published folder, read-only.
-
-    When some test of this run needs the shared server, it starts as soon as the model exists,
-    so its start-up overlaps the tests before it.
-    """
+def trained_model(smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The smoke run, trained once per test run: its published folder, read-only."""
     train = importlib.import_module("src.models.train_model").train
     freeze_what_is_imported()  # the Trainer's stack
     output_dir = tmp_path_factory.mktemp("runs")
     settings = by_name("tests.helpers.models").smoke_settings(smoke_assets, output_dir)
     run_dir = output_dir / str(train(settings, by_name("src.task").TASK)["run_id"])
     set_writable(run_dir, False)
-    if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        exact = by_name("tests.task.samples").EXACT_SERVING
-        server = start_server(run_dir, *exact, api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT)
-        _servers.append(server)
     try:
         yield run_dir
     finally:
@@ -168,7 +162,11 @@ _servers: list[Server] = []
 @pytest.fixture(scope="session")
 def server(trained_model: Path) -> Server:
     """One real LitServe server for every request test: the task's exact engine (samples.EXACT_SERVING:
-    answers equal the in-process ones exactly), API key on, short read timeout."""
+    answers equal the in-process ones exactly), API key on, short read timeout. Started by the first test
+    that asks for it (under test-all, only a worker that runs such a test pays for one); stopped with
+    the trained run."""
+    exact = by_name("tests.task.samples").EXACT_SERVING
+    _servers.append(start_server(trained_model, *exact, api_key=API_KEY, SERVING__READ_TIMEOUT=READ_TIMEOUT))
     return wait_until_healthy(_servers[0])
 
 
