@@ -66,14 +66,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not e2e'` deselects
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "e2e" in item.path.relative_to(Path(__file__).parent).parts:
             item.add_marker(pytest.mark.e2e)
-    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
-        # Spread over workers (test-all), the longest files go out first and the short ones fill the gaps
-        # at the end; one process keeps the quickest first, for the first failure soonest.
-        items.sort(key=lambda item: not item.get_closest_marker("e2e"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
