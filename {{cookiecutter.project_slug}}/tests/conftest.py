@@ -12,6 +12,7 @@ task; tests/task/ holds the task's own, in the same tiers.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import importlib
 import os
@@ -122,10 +123,23 @@ def one_torch_thread(request: pytest.FixtureRequest) -> None:
         by_name("torch").set_num_threads(1)  # the quick tier's unit tests never import it
 
 
+def xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")  # pytest-xdist gives its workers their input there
+
+
 @pytest.fixture(scope="session")
-def smoke_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def run_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test run's own folder. Under pytest-xdist (`uv run test-all`) each worker's folder is inside the
+    run's, so what is built there is built once for every worker: the first builds it under a lock, the others
+    wait for it and read it, as several training processes share one smoke set."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if xdist_worker(pytestconfig) else base
+
+
+@pytest.fixture(scope="session")
+def smoke_assets(run_folder: Path) -> dict[str, Path]:
     models = by_name("tests.helpers.models")
-    assets: dict[str, Path] = models.build_smoke_assets(tmp_path_factory.mktemp("smoke") / "assets", seed=0)
+    assets: dict[str, Path] = models.build_smoke_assets(run_folder / "smoke" / "assets", seed=0)
     return assets
 
 
@@ -136,20 +150,29 @@ def set_writable(path: Path, writable: bool) -> None:
 
 
 @pytest.fixture(scope="session")
-def trained_model(smoke_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The smoke run, trained once per test run: its published folder, read-only."""
+def trained_model(smoke_assets: dict[str, Path], run_folder: Path, pytestconfig: pytest.Config) -> Iterator[Path]:
+    """The smoke run, trained once per test run (once for all of test-all's workers): its published folder,
+    read-only."""
     train = importlib.import_module("src.models.train_model").train
     freeze_what_is_imported()  # the Trainer's stack
-    output_dir = tmp_path_factory.mktemp("runs")
-    settings = by_name("tests.helpers.models").smoke_settings(smoke_assets, output_dir)
-    run_dir = output_dir / str(train(settings, by_name("src.task").TASK)["run_id"])
-    set_writable(run_dir, False)
+    output_dir = run_folder / "runs"
+    output_dir.mkdir(exist_ok=True)
+    with (output_dir.parent / "runs.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel when a worker dies
+        trained = output_dir / "trained.txt"  # written last: a worker that died training left none
+        if not trained.is_file():
+            settings = by_name("tests.helpers.models").smoke_settings(smoke_assets, output_dir)
+            run_id = str(train(settings, by_name("src.task").TASK)["run_id"])
+            set_writable(output_dir / run_id, False)
+            trained.write_text(run_id, encoding="utf-8")
+        run_dir = output_dir / trained.read_text(encoding="utf-8")
     try:
         yield run_dir
     finally:
         for server in _servers:
             stop_server(server, sig=signal.SIGKILL)  # its own shutdown is tested in tests/e2e
-        set_writable(run_dir, True)  # pytest removes its temporary folders
+        if not xdist_worker(pytestconfig):  # a worker leaves it to the others (pytest's cleanup
+            set_writable(run_dir, True)  # makes read-only folders writable before it removes them)
 
 
 _servers: list[Server] = []
