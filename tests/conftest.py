@@ -32,9 +32,14 @@ def pytest_configure() -> None:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment a user's shell would have: no inherited venv or settings overrides."""
+    """The environment a user's shell would have: no inherited venv or settings overrides, nothing pytest or
+    pytest-xdist set for this run (a project's own pytest would take itself for one of this run's workers)."""
     dropped = {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "SETTINGS_FILE", "LIT_SERVER_API_KEY"}
-    env = {key: value for key, value in os.environ.items() if key not in dropped and "__" not in key}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and "__" not in key and not key.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))
+    }
     return {**env, **GIT_IDENTITY, **extra}
 
 

@@ -11,6 +11,7 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -20,6 +21,16 @@ pytestmark = pytest.mark.slow
 
 
 CLASSIFICATION, GENERATION = TASKS
+
+# scripts/test.sh runs this file on two pytest-xdist workers with `--dist loadgroup`: the tests of one synced
+# project (an xdist_group) run in one worker, after one another, while the other worker runs another project's.
+CLASSIFICATION_GCP = pytest.mark.xdist_group(f"{CLASSIFICATION}-gcp")
+GENERATION_GCP = pytest.mark.xdist_group(f"{GENERATION}-gcp")
+CLOUD_PROJECTS = [
+    pytest.param(cloud, task, id=f"{cloud}-{task}", marks=pytest.mark.xdist_group(f"{task}-{cloud}"))
+    for cloud in CLOUDS
+    for task in TASKS
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,7 @@ def project_for(
     return synced[key]
 
 
+@CLASSIFICATION_GCP
 def test_lint_and_test_pass_in_a_fresh_project(
     synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -71,6 +83,7 @@ def test_lint_and_test_pass_in_a_fresh_project(
     assert pyc, "the tasks keep the bytecode cache, whatever the shell says"
 
 
+@CLASSIFICATION_GCP
 def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     project = project_for("gcp", synced, tmp_path_factory)
     result = project.run("uv", "run", "train-local", "--smoke")
@@ -84,6 +97,7 @@ def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: p
     assert status.stdout == "", "training outputs are git-ignored"
 
 
+@CLASSIFICATION_GCP
 def test_uv_run_does_not_recompile_bytecode(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     project = project_for("gcp", synced, tmp_path_factory)
     result = project.run("uv", "run", "true")
@@ -91,6 +105,7 @@ def test_uv_run_does_not_recompile_bytecode(synced: dict[str, Baked], tmp_path_f
     assert "Bytecode compiled" not in result.stderr, "compile-bytecode would re-check the venv on every uv run"
 
 
+@CLASSIFICATION_GCP
 def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     """taskipy swallows KeyboardInterrupt; `uv run train-local` must still report the interruption."""
     project = project_for("gcp", synced, tmp_path_factory)
@@ -174,6 +189,7 @@ print(len(pieces), repr("".join(pieces)))
 """
 
 
+@GENERATION_GCP
 def test_generation_project_lints_tests_trains_serves_and_evaluates(
     synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -270,8 +286,7 @@ def sky_servers() -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("cloud", CLOUDS)
+@pytest.mark.parametrize(("cloud", "task"), CLOUD_PROJECTS)
 def test_train_cloud_offline(
     cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -293,8 +308,7 @@ def test_train_cloud_offline(
     assert not sky_servers(), "no SkyPilot API server left running"
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("cloud", CLOUDS)
+@pytest.mark.parametrize(("cloud", "task"), CLOUD_PROJECTS)
 def test_serve_cloud_offline(
     cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -321,12 +335,45 @@ def test_serve_cloud_offline(
     assert not sky_servers(), "no SkyPilot API server left running"
 
 
-PANTS_RESULT = re.compile(r"^[✓✕] (tests/\S+) (succeeded|failed)(?: in [\d.]+s)?(?: \((memoized|cached[^)]*)\))?", re.M)
+# "✓ tests/unit/test_config.py succeeded in 1.2s (memoized)"; a batch: "✓ tests/integration/test_a.py and 7 other
+# files succeeded in 25.3s".
+PANTS_RESULT = re.compile(
+    r"^[✓✕] (tests/\S+?\.py(?: and \d+ other files?)?) (succeeded|failed)"
+    r"(?: in [\d.]+s)?(?: \((memoized|cached[^)]*)\))?",
+    re.M,
+)
 
 
 def pants_test_outcomes(output: str) -> dict[str, str]:
-    """Per test file: 'ran', 'memoized' or 'cached', from Pants' summary lines."""
+    """Per test process (a file, or a batch named by its first file): 'ran', 'memoized' or 'cached'."""
     return {match[1]: match[3].split()[0] if match[3] else "ran" for match in PANTS_RESULT.finditer(output)}
+
+
+def pants_test(
+    project: Baked, *goals: str, reports: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, set[str]]]:
+    """`./pants GOALS test ::` with JUnit reports: the run, and per test process the test files it ran."""
+    result = project.run("./pants", *goals, "test", "--report", f"--report-dir=dist/{reports}", "::", timeout=3600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    files = {}
+    for report in (project.path / "dist" / reports).glob("*.xml"):
+        modules = {case.get("classname", "") for case in ElementTree.parse(report).iter("testcase")}  # noqa: S314 (Pants' own)
+        files[report.name] = {module_file(project.path, module) for module in modules}
+    by_process = {}
+    for name in pants_test_outcomes(result.stderr):
+        first = name.split(" and ")[0]
+        [ran] = [ran for ran in files.values() if first in ran]
+        by_process[name] = ran
+    return result, by_process
+
+
+def module_file(root: Path, classname: str) -> str:
+    """JUnit's classname (tests.unit.test_config, or tests.unit.test_config.TestClass) -> tests/unit/test_config.py."""
+    parts = classname.split(".")
+    while parts and not (root / Path(*parts).with_suffix(".py")).is_file():
+        parts.pop()
+    assert parts, f"no test file for {classname}"
+    return str(Path(*parts).with_suffix(".py"))
 
 
 def test_template_checkout_passes_pants() -> None:
@@ -337,15 +384,31 @@ def test_template_checkout_passes_pants() -> None:
     assert {"tests/test_bake.py", "tests/test_hooks.py"} <= set(outcomes)
 
 
-def cold_pants_passes_in(project: Baked) -> dict[str, str]:
-    """`./pants tailor --check lint check test ::` on empty project caches: every quick-tier file runs, the
-    linters and mypy pass, and a settings test does not depend on the training stack. Pants' outcome per file."""
-    cold = project.run("./pants", "tailor", "--check", "lint", "check", "test", "::", timeout=3600)
-    assert cold.returncode == 0, cold.stderr[-5000:]
-    first = pants_test_outcomes(cold.stderr)
+@pytest.fixture(scope="module")
+def for_pants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baked]:
+    """One locked project per task for the Pants tests, made on first use. Pants installs from the lock itself
+    (no `uv sync`), and a project of their own lets them run beside the synced projects' tests."""
+    return {}
+
+
+def pants_project(task: str, for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> Baked:
+    if task not in for_pants:
+        project = bake(tmp_path_factory.mktemp(f"pants-{task}"), lock=True, task=task, project_name=f"E2E {task}-gcp")
+        assert (project.path / "uv.lock").is_file(), "the post-gen hook locks the dependencies"
+        for_pants[task] = project
+    return for_pants[task]
+
+
+def cold_pants_passes_in(project: Baked) -> dict[str, set[str]]:
+    """`./pants tailor --check lint check test ::` on empty project caches: every quick-tier file runs (the
+    in-process tier as one batch, one trained model), the linters and mypy pass, and a settings test does not
+    depend on the training stack. The test files of each test process."""
+    cold, first = pants_test(project, "tailor", "--check", "lint", "check", reports="cold")
     test_files = {path.relative_to(project.path) for path in project.path.glob("tests/**/test_*.py")}
     quick_files = {str(name) for name in test_files if "e2e" not in name.parts}
-    assert set(first) == quick_files, "./pants test :: runs the quick tier, every file of it"
+    assert set().union(*first.values()) == quick_files, "./pants test :: runs the quick tier, every file of it"
+    in_process = {name for name in quick_files if "integration" in Path(name).parts}
+    assert in_process in first.values(), f"the in-process tier runs as one batch: {first}"
     assert "ruff check succeeded" in cold.stderr
     assert "ruff format succeeded" in cold.stderr
     assert "mypy succeeded" in cold.stderr
@@ -357,12 +420,13 @@ def cold_pants_passes_in(project: Baked) -> dict[str, str]:
     return first
 
 
+@pytest.mark.xdist_group(f"pants-{CLASSIFICATION}")
 def test_pants_in_generated_project_is_cached_and_incremental(
-    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+    for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Pants' caching and invalidation come from the core's BUILD files and pants.toml, the same in every
     project: checked here in the classification project; the generation project's cold pass is below."""
-    project = project_for("gcp", synced, tmp_path_factory)
+    project = pants_project(CLASSIFICATION, for_pants, tmp_path_factory)
     try:
         first = cold_pants_passes_in(project)
         again = project.run("./pants", "test", "::")
@@ -371,29 +435,32 @@ def test_pants_in_generated_project_is_cached_and_incremental(
 
         serve = project.path / "src" / "deployment" / "serve.py"
         serve.write_text(serve.read_text() + "# touched by the template tests\n")
-        changed = project.run("./pants", "test", "::")
-        assert changed.returncode == 0, changed.stderr[-3000:]
-        reran = [name for name, how in pants_test_outcomes(changed.stderr).items() if how == "ran"]
+        changed, processes = pants_test(project, reports="changed")
+        outcomes = pants_test_outcomes(changed.stderr)
+        reran = set().union(*(processes[name] for name, how in outcomes.items() if how == "ran"))
         assert "tests/integration/test_serve.py" in reran
-        assert 1 <= len(reran) < len(first), f"only tests depending on serve.py re-run, got {reran}"
+        kept = set().union(*first.values()) - reran
+        assert "tests/unit/test_config.py" in kept, f"only tests depending on serve.py re-run, got {sorted(reran)}"
     finally:
         project.run("./pants", "kill-pantsd")
 
 
+@pytest.mark.xdist_group(f"pants-{GENERATION}")
 def test_pants_passes_in_a_generated_text_generation_project(
-    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+    for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    project = project_for("gcp", synced, tmp_path_factory, GENERATION)
+    project = pants_project(GENERATION, for_pants, tmp_path_factory)
     try:
         cold_pants_passes_in(project)
     finally:
         project.run("./pants", "kill-pantsd")
 
 
+@pytest.mark.xdist_group(f"pants-{CLASSIFICATION}")
 def test_pants_and_uv_use_the_same_tool_versions(
-    synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
+    for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    project = project_for("gcp", synced, tmp_path_factory)
+    project = pants_project(CLASSIFICATION, for_pants, tmp_path_factory)
     lockfile = project.path / "3rdparty" / "python-default.lock"
     if not lockfile.exists():
         result = project.run("./pants", "generate-lockfiles", timeout=3600)

@@ -178,6 +178,7 @@ def cloned_repositories(pre_commit_home: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_git_hook_installed_when_asked(hooked: Baked) -> None:
     hook = hooked.path / ".git/hooks/pre-commit"
     assert hook.is_file()
@@ -185,6 +186,7 @@ def test_git_hook_installed_when_asked(hooked: Baked) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_pre_commit_passes_offline_in_a_fresh_project(hooked: Baked, tmp_path: Path) -> None:
     result = hooked.run("uv", "run", "pre-commit", "run", "--all-files", env=offline(tmp_path))
     assert result.returncode == 0, result.stdout[-5000:]
@@ -195,6 +197,7 @@ def test_pre_commit_passes_offline_in_a_fresh_project(hooked: Baked, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_installed_hook_refuses_a_bad_commit(hooked: Baked, tmp_path: Path) -> None:
     (hooked.path / "notes.md").write_text("trailing spaces   \n")
     hooked.run("git", "add", "notes.md")
