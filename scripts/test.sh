@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/ensure_uv.sh
 uv sync --locked
-# A worker per core, at most 3 (pytest-xdist): the end-to-end projects run side by side, each
-# project's tests in one worker (tests/test_e2e.py's xdist groups), so that while Pants in one
-# waits on downloads and locks, another computes.
-uv run pytest -n auto --maxprocesses 3 --dist loadgroup "$@"
+# Two workers (pytest-xdist): the slow end-to-end tests run as two halves side by side, each in
+# one worker (tests/conftest.py's E2E_HALVES); the other test files fill in around them.
+uv run pytest -n 2 --dist loadscope --no-loadscope-reorder "$@"

@@ -22,16 +22,6 @@ pytestmark = pytest.mark.slow
 
 CLASSIFICATION, GENERATION = TASKS
 
-# scripts/test.sh runs this file on two pytest-xdist workers with `--dist loadgroup`: the tests of one synced
-# project (an xdist_group) run in one worker, after one another, while the other worker runs another project's.
-CLASSIFICATION_GCP = pytest.mark.xdist_group(f"{CLASSIFICATION}-gcp")
-GENERATION_GCP = pytest.mark.xdist_group(f"{GENERATION}-gcp")
-CLOUD_PROJECTS = [
-    pytest.param(cloud, task, id=f"{cloud}-{task}", marks=pytest.mark.xdist_group(f"{task}-{cloud}"))
-    for cloud in CLOUDS
-    for task in TASKS
-]
-
 
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baked]:
@@ -40,21 +30,26 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baked]:
 
 
 def project_for(
-    cloud: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, task: str = CLASSIFICATION
+    cloud: str,
+    synced: dict[str, Baked],
+    tmp_path_factory: pytest.TempPathFactory,
+    task: str = CLASSIFICATION,
+    compile_bytecode: bool = True,
 ) -> Baked:
+    """The synced project of this task and cloud in this worker; gcp's compiled as the README's set-up (where
+    tests run), unless the first test to ask needs no bytecode (the cloud commands)."""
     key = f"{task}-{cloud}"
     if key not in synced:
         project = bake(tmp_path_factory.mktemp(key), lock=True, task=task, default_cloud=cloud,
                        project_name=f"E2E {key}")  # fmt: skip
         assert (project.path / "uv.lock").is_file(), "the post-gen hook locks the dependencies"
-        compile_bytecode = ["--compile-bytecode"] if cloud == "gcp" else []  # the README's set-up, where tests run
-        result = project.run("uv", "sync", "--locked", "--all-groups", *compile_bytecode)
+        compile_bytecode = compile_bytecode and cloud == "gcp"
+        result = project.run("uv", "sync", "--locked", "--all-groups", *["--compile-bytecode"] * compile_bytecode)
         assert result.returncode == 0, result.stderr[-3000:]
         synced[key] = project
     return synced[key]
 
 
-@CLASSIFICATION_GCP
 def test_lint_and_test_pass_in_a_fresh_project(
     synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -83,7 +78,6 @@ def test_lint_and_test_pass_in_a_fresh_project(
     assert pyc, "the tasks keep the bytecode cache, whatever the shell says"
 
 
-@CLASSIFICATION_GCP
 def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     project = project_for("gcp", synced, tmp_path_factory)
     result = project.run("uv", "run", "train-local", "--smoke")
@@ -97,7 +91,6 @@ def test_smoke_training_through_uv(synced: dict[str, Baked], tmp_path_factory: p
     assert status.stdout == "", "training outputs are git-ignored"
 
 
-@CLASSIFICATION_GCP
 def test_uv_run_does_not_recompile_bytecode(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     project = project_for("gcp", synced, tmp_path_factory)
     result = project.run("uv", "run", "true")
@@ -105,7 +98,6 @@ def test_uv_run_does_not_recompile_bytecode(synced: dict[str, Baked], tmp_path_f
     assert "Bytecode compiled" not in result.stderr, "compile-bytecode would re-check the venv on every uv run"
 
 
-@CLASSIFICATION_GCP
 def test_ctrl_c_through_uv_run_exits_130(synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory) -> None:
     """taskipy swallows KeyboardInterrupt; `uv run train-local` must still report the interruption."""
     project = project_for("gcp", synced, tmp_path_factory)
@@ -189,7 +181,6 @@ print(len(pieces), repr("".join(pieces)))
 """
 
 
-@GENERATION_GCP
 def test_generation_project_lints_tests_trains_serves_and_evaluates(
     synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -286,11 +277,12 @@ def sky_servers() -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("cloud", "task"), CLOUD_PROJECTS)
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("cloud", CLOUDS)
 def test_train_cloud_offline(
     cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    project = project_for(cloud, synced, tmp_path_factory, task)
+    project = project_for(cloud, synced, tmp_path_factory, task, compile_bytecode=False)
     env = no_credentials_env(tmp_path)
 
     dry = project.run("uv", "run", "train-cloud", "--dry-run", env=env)
@@ -308,11 +300,12 @@ def test_train_cloud_offline(
     assert not sky_servers(), "no SkyPilot API server left running"
 
 
-@pytest.mark.parametrize(("cloud", "task"), CLOUD_PROJECTS)
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("cloud", CLOUDS)
 def test_serve_cloud_offline(
     cloud: str, task: str, synced: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    project = project_for(cloud, synced, tmp_path_factory, task)
+    project = project_for(cloud, synced, tmp_path_factory, task, compile_bytecode=False)
     env = no_credentials_env(tmp_path)
 
     dry = project.run("uv", "run", "serve-cloud", "--dry-run", env=env)
@@ -420,7 +413,6 @@ def cold_pants_passes_in(project: Baked) -> dict[str, set[str]]:
     return first
 
 
-@pytest.mark.xdist_group(f"pants-{CLASSIFICATION}")
 def test_pants_in_generated_project_is_cached_and_incremental(
     for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -445,7 +437,6 @@ def test_pants_in_generated_project_is_cached_and_incremental(
         project.run("./pants", "kill-pantsd")
 
 
-@pytest.mark.xdist_group(f"pants-{GENERATION}")
 def test_pants_passes_in_a_generated_text_generation_project(
     for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -456,7 +447,6 @@ def test_pants_passes_in_a_generated_text_generation_project(
         project.run("./pants", "kill-pantsd")
 
 
-@pytest.mark.xdist_group(f"pants-{CLASSIFICATION}")
 def test_pants_and_uv_use_the_same_tool_versions(
     for_pants: dict[str, Baked], tmp_path_factory: pytest.TempPathFactory
 ) -> None:

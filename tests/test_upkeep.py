@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TEMPLATE, Baked, bake, clean_env
+from tests.conftest import E2E_HALF, TEMPLATE, Baked, bake, clean_env, work_unit
 
 PROJECT = TEMPLATE / "{{cookiecutter.project_slug}}"
 WORKFLOWS = [TEMPLATE / ".github/workflows/ci.yaml", PROJECT / ".github/workflows/ci.yaml"]
@@ -82,6 +82,17 @@ def test_dependabot_schema_knows_cooldown(tmp_path: Path) -> None:
     result = check_jsonschema("vendor.dependabot", config)
     assert result.returncode == 1
     assert "'default-day' was unexpected" in result.stdout
+
+
+def test_every_end_to_end_test_runs_in_one_half() -> None:
+    """scripts/test.sh runs tests/test_e2e.py as two halves, one per worker (tests/conftest.py): a slow test in
+    neither would run on whichever worker is free, and sync its projects there once more."""
+    from tests import test_e2e
+
+    assert {name for name in vars(test_e2e) if name.startswith("test_")} == set(E2E_HALF)
+    assert work_unit("tests/test_e2e.py::test_train_cloud_offline[aws-text-generation]") == "e2e-generation"
+    assert work_unit("tests/test_e2e.py::test_smoke_training_through_uv") == "e2e-classification"
+    assert work_unit("tests/test_bake.py::test_layout[text-generation-aws]") == "tests/test_bake.py"
 
 
 def test_baked_project_carries_upkeep_files(baker: Callable[..., Baked]) -> None:
@@ -178,7 +189,6 @@ def cloned_repositories(pre_commit_home: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_git_hook_installed_when_asked(hooked: Baked) -> None:
     hook = hooked.path / ".git/hooks/pre-commit"
     assert hook.is_file()
@@ -186,7 +196,6 @@ def test_git_hook_installed_when_asked(hooked: Baked) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_pre_commit_passes_offline_in_a_fresh_project(hooked: Baked, tmp_path: Path) -> None:
     result = hooked.run("uv", "run", "pre-commit", "run", "--all-files", env=offline(tmp_path))
     assert result.returncode == 0, result.stdout[-5000:]
@@ -197,7 +206,6 @@ def test_pre_commit_passes_offline_in_a_fresh_project(hooked: Baked, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("hooked")  # one synced project for the three (scripts/test.sh)
 def test_installed_hook_refuses_a_bad_commit(hooked: Baked, tmp_path: Path) -> None:
     (hooked.path / "notes.md").write_text("trailing spaces   \n")
     hooked.run("git", "add", "notes.md")
