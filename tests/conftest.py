@@ -33,8 +33,7 @@ def pytest_configure() -> None:
 
 # scripts/test.sh runs the suite on pytest-xdist workers with `--dist loadscope`: a test file per worker, but
 # tests/test_e2e.py's slow tests go out as two halves of about equal length, each run in one worker in the
-# file's order (a project synced once per half; each half pairs uv work with a Pants pass). Measured under
-# contention on 2 cores: the classification half 25 min, the generation half 25 min.
+# file's order (a project synced once per half; each half pairs uv work with a Pants pass).
 E2E_HALVES = {
     "classification": (
         "test_lint_and_test_pass_in_a_fresh_project",
