@@ -53,6 +53,18 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def stop_once(signum: int, frame: FrameType | None) -> None:
+    """A SIGINT and SIGTERM handler for a shutdown that must run to its end (a server's): the first
+    signal raises (KeyboardInterrupt or Terminated), later ones only wait for the stop it started."""
+    if not _received:
+        (_raise_terminated if signum == signal.SIGTERM else _raise_interrupted)(signum, frame)
+
+
+def signalled() -> bool:
+    """Whether a Ctrl-C or SIGTERM has arrived during this command."""
+    return bool(_received)
+
+
 def raise_if_signalled() -> None:
     """Raise again for a Ctrl-C or SIGTERM whose exception was swallowed (call before publishing)."""
     if _received:
@@ -111,6 +123,13 @@ def reported(status_dir: Path, code: int, what: str) -> BaseException:
     return UserError(f"{what} failed (exit code {code}): its output is above")
 
 
+def _stopping() -> None:
+    # What is left is the report and the interpreter's exit: a second Ctrl-C must not cut the report
+    # short, and a second SIGTERM ends the process at once (no traceback from an exit handler).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def exit_code(main: Callable[[], int | None]) -> int:
     """Run `main` and map how it ended to an exit code (reporting the one error line)."""
     _received.clear()
@@ -131,11 +150,11 @@ def exit_code(main: Callable[[], int | None]) -> int:
         _report(EXIT_USER_ERROR, describe_os_error(error))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
+        _stopping()
         _report(EXIT_INTERRUPTED, "")
         return EXIT_INTERRUPTED
     except Terminated:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stopping()
         _report(EXIT_TERMINATED, "")
         return EXIT_TERMINATED
     finally:

@@ -15,6 +15,7 @@ worker. Set LIT_SERVER_API_KEY to require the key on every route, /health, /docs
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import signal
 import socket
@@ -22,7 +23,6 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import litserve as ls
@@ -71,15 +71,11 @@ def _quiet_child_signals() -> None:
 
 
 def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
-    """Serve until stopped; Ctrl-C still ends in KeyboardInterrupt (LitServe swallows it: exit 0)."""
-    interrupted = False
-
-    def note_interrupt(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        interrupted = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, note_interrupt)
+    """Serve until stopped. The first Ctrl-C or SIGTERM starts LitServe's shutdown and later ones wait
+    for it (a second signal would cut it short and leave its queue manager up: the exit would then wait
+    forever); Ctrl-C still ends in KeyboardInterrupt (LitServe swallows it: exit 0)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, errors.stop_once)
     os.register_at_fork(after_in_child=_quiet_child_signals)
     stopped = threading.Event()
     threading.Thread(target=_watch_http_processes, args=(server, stopped), name="http-watch", daemon=True).start()
@@ -87,18 +83,13 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
         server.run(host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
                    **compat.http_protocol(serving.read_timeout))  # fmt: skip
     except (EOFError, OSError):
-        # A worker that died makes LitServe shut its queue manager down under its own feet.
-        if interrupted or not (dead_worker(server) or getattr(server, "dead_http_process", None)):
+        # A worker that died makes LitServe shut its queue manager down under its own feet; so can a signal.
+        if not (errors.signalled() or dead_worker(server) or getattr(server, "dead_http_process", None)):
             raise
     finally:
         stopped.set()
-        # Stopped during start-up, LitServe leaves its workers loading the model, and they
-        # crash with a traceback once its queue manager is gone: stop them first.
-        for worker in getattr(server, "inference_workers", None) or []:
-            if worker.is_alive():
-                worker.terminate()
-    if interrupted:
-        raise KeyboardInterrupt
+        _stop_what_is_left(server)
+    errors.raise_if_signalled()
     if dead := getattr(server, "dead_http_process", None):
         raise UserError(f"{dead}, so the server stopped: start it again (if nothing killed it, see `dmesg`)")
     if dead := dead_worker(server):
@@ -106,6 +97,21 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
             f"{dead}, so the server stopped: if nothing killed it, it ran out of memory (see `dmesg`):"
             " serve with fewer serving.workers_per_device or on a larger machine"
         )
+
+
+def _stop_what_is_left(server: ls.LitServer) -> None:
+    """Stop the processes LitServe's shutdown left: model workers still loading when it was stopped during
+    start-up (first: they crash with a traceback once the queue manager is gone), then anything else."""
+    workers = [worker for worker in getattr(server, "inference_workers", None) or [] if worker.is_alive()]
+    for group in (workers, None):
+        processes = group if group is not None else multiprocessing.active_children()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _ended(code: int | None) -> str | None:

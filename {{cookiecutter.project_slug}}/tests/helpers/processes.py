@@ -161,6 +161,15 @@ def wait_until_none_with(variable: str, value: str, timeout: float) -> list[int]
     return alive
 
 
+def wait_until_some_with(variable: str, value: str, count: int, timeout: float) -> list[int]:
+    """Wait for at least `count` live processes with `variable=value` (a command that has started its
+    children, however slow the machine); those alive when found, or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while len(found := processes_with(variable, value)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def sky_api_servers() -> list[str]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
