@@ -58,10 +58,15 @@ E2E_HALF = {name: half for half, names in E2E_HALVES.items() for name in names}
 E2E_ORDER = {name: position for names in E2E_HALVES.values() for position, name in enumerate(names)}
 
 
+def function_of(test: str) -> str:
+    """A test's function name, without its parameters (`test_x[gcp]` -> `test_x`)."""
+    return test.split("[")[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """tests/test_e2e.py's tests in their halves' order (in their place among the other files' tests)."""
     places = [index for index, item in enumerate(items) if item.path.name == "test_e2e.py"]
-    ordered = sorted((items[index] for index in places), key=lambda item: E2E_ORDER.get(item.name.split("[")[0], 0))
+    ordered = sorted((items[index] for index in places), key=lambda item: E2E_ORDER.get(function_of(item.name), 0))
     for index, item in zip(places, ordered, strict=True):
         items[index] = item
 
@@ -69,7 +74,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def work_unit(nodeid: str) -> str:
     """What one xdist worker runs together: an end-to-end half, or else the test's file."""
     path, _, test = nodeid.partition("::")
-    half = E2E_HALF.get(test.split("[")[0]) if path.endswith("test_e2e.py") else None
+    half = E2E_HALF.get(function_of(test)) if path.endswith("test_e2e.py") else None
     return f"e2e-{half}" if half else path
 
 

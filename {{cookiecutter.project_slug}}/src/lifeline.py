@@ -8,7 +8,9 @@ orphaned (a training run would finish and move `latest`, an export would hold it
 every process of ours asks to be sent SIGTERM when its parent ends (`end_with_parent`: Linux's
 PR_SET_PDEATHSIG, elsewhere a thread that watches the parent's id), and SIGTERM ends each one
 the way it always does: 143, its own clean-up, nothing published. A process not of ours (the
-launcher) gets the same request from its parent, as it starts (`ending_with_this_process`).
+launcher), or one that imports for seconds before it could ask (a task's export or check), gets
+the same request from its parent, as it starts (`ending_with_this_process`); a model worker, which
+LitServe starts, is told its parent's pid and asks as it sets up.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ def _ask_the_kernel(signum: int) -> bool:
         return False
 
 
-def end_with_parent(signum: int = signal.SIGTERM) -> None:
-    """Have `signum` sent to this process once its parent process has ended (call from the main thread)."""
-    parent = os.getppid()
+def end_with_parent(signum: int = signal.SIGTERM, *, parent: int | None = None) -> None:
+    """Have `signum` sent to this process once its parent process has ended (call from the main thread).
+
+    `parent`: the parent's pid as the parent knew it, for a process that asks late (a model worker asks
+    after importing torch) and whose parent may have ended before: without it, the parent this process
+    has now (which, once orphaned, is no longer the one that started it)."""
+    parent = os.getppid() if parent is None else parent
     if not _ask_the_kernel(signum):
 
         def watch() -> None:

@@ -50,6 +50,10 @@ HANDLERS: dict[int, object] = {}  # SIGINT's and SIGTERM's handlers as pytest st
 HELPERS: list[subprocess.Popen[bytes]] = []  # tests/helpers/bytecode.py, on a first run
 
 
+def xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")  # pytest-xdist gives its workers their input there
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C reaches the commands the tests start, as it does from a terminal.
 
@@ -59,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     HANDLERS.update({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
-    one_process = not getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    one_process = not getattr(config.option, "numprocesses", None) and not xdist_worker(config)
     if one_process and Path(sys.prefix).is_relative_to(PROJECT_ROOT):  # the project's venv (not Pants' sandboxes)
         site = Path(sysconfig.get_paths()["purelib"])
         helper = compile_ahead(site, lambda: runtime_packages(PROJECT_ROOT / "pyproject.toml"))
@@ -121,10 +125,6 @@ def one_torch_thread(request: pytest.FixtureRequest) -> None:
     then run 5-15x slower). The commands and the server set their own thread counts; e2e runs them as they are."""
     if "integration" in request.node.path.parts:
         by_name("torch").set_num_threads(1)  # the quick tier's unit tests never import it
-
-
-def xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")  # pytest-xdist gives its workers their input there
 
 
 @pytest.fixture(scope="session")

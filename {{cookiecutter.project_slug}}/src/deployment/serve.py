@@ -170,6 +170,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     api = serving_task.api(folder, serving, engine, serving.worker_threads)
     with tempfile.TemporaryDirectory(prefix="serve-status-") as status:
         api.status_dir = Path(status)  # a worker that cannot start says why there (worker.py)
+        api.server_pid = os.getpid()  # the worker's parent: it ends with this process (worker.py)
         try:
             run_server(build_server(api, serving), serving)
         except RuntimeError as error:

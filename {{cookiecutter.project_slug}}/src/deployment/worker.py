@@ -28,9 +28,10 @@ class WorkerAPI(ls.LitAPI):  # type: ignore[misc]
     """A LitAPI whose worker ends with the server and reports a start-up refusal in one line; tasks write `load`."""
 
     status_dir: Path | None = None  # set by serve before it starts: where a worker that cannot start says why
+    server_pid: int | None = None  # set by serve: killed while this worker started, serve is no longer its parent
 
     def setup(self, device: str) -> None:
-        lifeline.end_with_parent()
+        lifeline.end_with_parent(parent=self.server_pid)
         try:
             self.load(device)
         except UserError as error:

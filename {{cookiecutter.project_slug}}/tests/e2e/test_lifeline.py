@@ -19,8 +19,8 @@ from tests.helpers.processes import clean_env
 
 # The parent starts a child that asks to end with it, prints the child's pid, and sleeps.
 PARENT = """
-import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**os.environ, "PARENT_PID": str(os.getpid())})
 print(child.pid, flush=True)
 time.sleep(60)
 """
@@ -59,6 +59,39 @@ def test_a_child_ends_once_its_parent_is_killed_with_sigkill(watch: bool) -> Non
         while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not alive(child), "the child outlived its parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+
+
+# A child that asks late (a model worker imports torch first), told the pid its parent had; it notes SIGTERM.
+LATE_CHILD = """
+import os, signal, sys, time
+from pathlib import Path
+from src import lifeline
+parent = int(os.environ["PARENT_PID"])  # as serve tells its worker its own pid
+signal.signal(signal.SIGTERM, lambda *_: (Path({flag!r}).write_text("SIGTERM"), sys.exit(143)))
+time.sleep(2)  # importing: the parent is killed meanwhile
+lifeline.end_with_parent(parent=parent)
+time.sleep(60)
+"""
+
+
+def test_a_child_that_asks_after_its_parent_was_killed_ends_at_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    flag = tmp_path / "signalled"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, LATE_CHILD.format(flag=str(flag))], env=env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), "the child outlived its parent"
+        assert flag.read_text() == "SIGTERM"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)

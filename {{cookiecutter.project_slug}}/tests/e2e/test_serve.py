@@ -17,6 +17,7 @@ import pytest
 from src.task import TASK
 from tests.helpers.models import LOAD_DAMAGES, copy_run, damaged_model
 from tests.helpers.processes import (
+    command_lines,
     free_port,
     only_error_line,
     processes_with,
@@ -35,7 +36,8 @@ MARK = "SERVE_TEST_RUN"  # in the environment of the server and of every process
 def assert_nothing_left(port: int, run: Path) -> None:
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
-    assert not wait_until_none_with(MARK, str(run), 20), "a process of the server outlived it"
+    left = wait_until_none_with(MARK, str(run), 20)
+    assert not left, f"a process of the server outlived it: {command_lines(left)}"
 
 
 @pytest.mark.parametrize(
@@ -193,5 +195,6 @@ def test_kill_9_of_serve_leaves_no_process_behind(trained_model: Path, tmp_path:
             assert len(processes_with(MARK, str(run))) >= 2
         server.process.kill()
         server.process.wait()
-        assert not wait_until_none_with(MARK, str(run), 10), "a process of the server outlived it"
+        left = wait_until_none_with(MARK, str(run), 10)
+        assert not left, f"a process of the server outlived it: {command_lines(left)}"
     server.log.unlink()

@@ -161,6 +161,15 @@ def wait_until_none_with(variable: str, value: str, timeout: float) -> list[int]
     return alive
 
 
+def command_lines(pids: list[int]) -> list[str]:
+    """What the processes `pids` run (for a failure's message): their command lines, cut short."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+    return lines
+
+
 def wait_until_some_with(variable: str, value: str, count: int, timeout: float) -> list[int]:
     """Wait for at least `count` live processes with `variable=value` (a command that has started its
     children, however slow the machine); those alive when found, or after `timeout`."""

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
-from src import errors, runs
+from src import errors, lifeline, runs
 from src.config import ServingSettings
 from src.contract import Engine
 from src.devices import surely_cpu_only
@@ -261,7 +261,10 @@ def serving_engine(serving: ServingSettings, folder: ClassifierFolder) -> Engine
         # A session of its own: Ctrl-C reaches serve only, which reports it and kills the child.
         command = child_command(arguments)
         env = {**os.environ, errors.STATUS_DIR_ENV: scratch}  # it reports its error here; serve prints it
-        code = subprocess.run(command, check=False, start_new_session=True, env=env).returncode
+        # It ends with serve from its first instruction (it imports torch before its own lifeline).
+        code = subprocess.run(
+            command, check=False, start_new_session=True, env=env, preexec_fn=lifeline.ending_with_this_process
+        ).returncode
         if code:
             raise errors.reported(Path(scratch), code, "the ONNX export and its check")
         return Engine(**runs.read_json(answer))
