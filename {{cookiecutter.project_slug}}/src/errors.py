@@ -8,12 +8,13 @@ SIGTERM into 143. Anything else is a bug and keeps its traceback. No heavy impor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -53,11 +54,43 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def stop_once(signum: int, frame: FrameType | None) -> None:
-    """A SIGINT and SIGTERM handler for a shutdown that must run to its end (a server's): the first
-    signal raises (KeyboardInterrupt or Terminated), later ones only wait for the stop it started."""
-    if not _received:
+_held: list[bool] = []  # inside signals_held()
+
+
+def on_stop_signal(signum: int, frame: FrameType | None, *, hold: bool = False) -> None:
+    """SIGINT's and SIGTERM's handler where a command chooses when to raise: the signal is noted, and
+    raised (KeyboardInterrupt or Terminated) unless `hold` (a shutdown under way that must run to its end)
+    or inside signals_held()."""
+    if hold or _held:
+        _received.append(signum)
+    else:
         (_raise_terminated if signum == signal.SIGTERM else _raise_interrupted)(signum, frame)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Where on_stop_signal is the handler: a Ctrl-C or SIGTERM inside is raised once the block is done
+    (a child half started would end with a traceback of its own)."""
+    noted = len(_received)
+    _held.append(True)
+    try:
+        yield
+    finally:
+        _held.pop()
+    if len(_received) > noted:
+        raise_if_signalled()
+
+
+def quiet_swallowed_signals() -> None:
+    """Python prints, then drops, an exception raised in a finalizer (`__del__`, a weakref callback): for a
+    Ctrl-C or SIGTERM print nothing either; the note is what counts (raise_if_signalled, serve's watch)."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt | Terminated):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def signalled() -> bool:

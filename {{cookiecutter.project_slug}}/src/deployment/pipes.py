@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import select
+import signal
 import struct
 import threading
 import time
@@ -34,6 +35,8 @@ from typing import Any
 import litserve as ls
 from litserve.transport.base import MessageTransport
 from starlette.middleware.gzip import GZipMiddleware
+
+from src import errors
 
 ATOMIC_WRITE = select.PIPE_BUF  # bytes a pipe takes whole or not at all
 FRAME_HEADER = struct.Struct("!Q")  # a frame: its length, then a pickle
@@ -191,6 +194,17 @@ class PipeServer(ls.LitServer):  # type: ignore[misc]
         self._transport = ResponsePipes(num_api_servers, context)
         return manager
 
+    def launch_inference_worker(self, lit_api: ls.LitAPI) -> Any:
+        # A worker starts with Ctrl-C blocked (its mask is this thread's), so that a Ctrl-C while it imports
+        # does not end it with a traceback; it ignores Ctrl-C from its setup on (worker.py): serve reports
+        # it and stops the workers. A Ctrl-C meanwhile is raised here once the worker has what it needs.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with errors.signals_held():
+                return super().launch_inference_worker(lit_api)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     def _register_middleware(self) -> None:
         # LitServe gzips answers over 1000 bytes; a prediction is about 100, yet every request
         # passed through the gzip middleware's wrapper.
@@ -203,6 +217,7 @@ class PipeServer(ls.LitServer):  # type: ignore[misc]
         return self.api_servers
 
     def _perform_graceful_shutdown(self, manager: Any, uvicorn_workers: Any, shutdown_reason: str = "normal") -> None:
+        self.stopping = True  # serve.py: signals from now on wait for this shutdown instead of cutting it short
         if "died" in shutdown_reason:  # a worker died: its requests will get no answer, drop them at once
             self.uvicorn_graceful_timeout = 1
         super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)

@@ -14,6 +14,7 @@ worker. Set LIT_SERVER_API_KEY to require the key on every route, /health, /docs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import litserve as ls
@@ -61,24 +63,46 @@ def build_server(api: ls.LitAPI, serving: ServingSettings) -> ls.LitServer:
     return server
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_stop_signals() -> None:
+    # Around a fork: a Ctrl-C to the process group must not reach a child before it has set its own handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _release_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def _quiet_child_signals() -> None:
     # LitServe forks its API servers (multiprocessing its queue manager) from this process.
     # This process reports Ctrl-C or SIGTERM once and stops them; they stop without a traceback,
     # and with this process, however it ends (src/lifeline.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _release_stop_signals()
     lifeline.end_with_parent()
 
 
 def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
-    """Serve until stopped. The first Ctrl-C or SIGTERM starts LitServe's shutdown and later ones wait
-    for it (a second signal would cut it short and leave its queue manager up: the exit would then wait
-    forever); Ctrl-C still ends in KeyboardInterrupt (LitServe swallows it: exit 0)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, errors.stop_once)
-    os.register_at_fork(after_in_child=_quiet_child_signals)
+    """Serve until stopped. Ctrl-C and SIGTERM raise until the shutdown begins (PipeServer's, or this
+    function's clean-up); after that they wait for it: a signal that cut it short could leave LitServe's
+    queue manager up, and the exit would wait for it forever. Ctrl-C still ends in KeyboardInterrupt
+    (LitServe swallows it: exit 0)."""
+    server.stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        errors.on_stop_signal(signum, frame, hold=server.stopping)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    errors.quiet_swallowed_signals()  # the watch below acts on a Ctrl-C whose exception a finalizer dropped
+    os.register_at_fork(
+        before=_hold_stop_signals, after_in_parent=_release_stop_signals, after_in_child=_quiet_child_signals
+    )
     stopped = threading.Event()
-    threading.Thread(target=_watch_http_processes, args=(server, stopped), name="http-watch", daemon=True).start()
+    threading.Thread(target=_watch, args=(server, stopped), name="serve-watch", daemon=True).start()
     try:
         server.run(host=serving.host, port=serving.port, generate_client_file=False, pretty_logs=False,
                    **compat.http_protocol(serving.read_timeout))  # fmt: skip
@@ -87,6 +111,7 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
         if not (errors.signalled() or dead_worker(server) or getattr(server, "dead_http_process", None)):
             raise
     finally:
+        server.stopping = True
         stopped.set()
         _stop_what_is_left(server)
     errors.raise_if_signalled()
@@ -121,14 +146,19 @@ def _ended(code: int | None) -> str | None:
     return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
-def _watch_http_processes(server: ls.LitServer, stopped: threading.Event) -> None:
-    """Stop the server once an HTTP process (LitServe's API server) has died: LitServe watches only its workers."""
+def _watch(server: ls.LitServer, stopped: threading.Event) -> None:
+    """Stop the server once an HTTP process (LitServe's API server) has died (LitServe watches only its
+    workers), or a Ctrl-C or SIGTERM has been noted that did not stop it (its exception raised in a
+    finalizer, which Python prints and drops)."""
     while not stopped.wait(0.5):
         for process in (getattr(server, "api_servers", None) or {}).values():
             if how := _ended(getattr(process, "exitcode", None)):
                 server.dead_http_process = f"the HTTP process (pid {process.pid}) {how}"
+                break
+        if getattr(server, "dead_http_process", None) or (errors.signalled() and not server.stopping):
+            with contextlib.suppress(Exception):  # the queue manager may be going down already
                 server._shutdown_event.set()  # LitServe's run() returns and stops every other process
-                return
+            return
 
 
 def dead_worker(server: ls.LitServer) -> str | None:

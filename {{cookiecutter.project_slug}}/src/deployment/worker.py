@@ -10,6 +10,7 @@ log, so `uv run serve` ends with that one `error:` line instead of a worker's tr
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import litserve as ls
@@ -31,6 +32,8 @@ class WorkerAPI(ls.LitAPI):  # type: ignore[misc]
     server_pid: int | None = None  # set by serve: killed while this worker started, serve is no longer its parent
 
     def setup(self, device: str) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve reports a Ctrl-C and stops this worker
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked as it started (pipes.py)
         lifeline.end_with_parent(parent=self.server_pid)
         try:
             self.load(device)

@@ -40,25 +40,15 @@ def assert_nothing_left(port: int, run: Path) -> None:
     assert not left, f"a process of the server outlived it: {command_lines(left)}"
 
 
-@pytest.mark.parametrize(
-    ("sig", "code", "when"),
-    [(signal.SIGTERM, 143, "serving"), (signal.SIGINT, 130, "starting")],
-    ids=["sigterm-while-serving", "ctrl-c-while-starting"],
-)
-def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
-    trained_model: Path, tmp_path: Path, sig: int, code: int, when: str
-) -> None:
-    """While serving (the task's exact engine), and while starting with the shipped settings (what a
-    start does before the server answers: on a CPU classifier, its ONNX export)."""
+def test_ctrl_c_while_starting_exits_130_leaving_nothing_behind(trained_model: Path, tmp_path: Path) -> None:
+    """With the shipped settings, while serve starts (before the server answers: on a CPU classifier, its
+    ONNX export; on a generation model, its worker loading)."""
     run = copy_run(trained_model, tmp_path)  # a start may write into the run (the ONNX export of a classifier)
     run.chmod(0o755)
-    server = start_server(run, *(samples.EXACT_SERVING if when == "serving" else ()), **{MARK: str(run)})
+    server = start_server(run, **{MARK: str(run)})
     with started(server.process):
-        if when == "starting":  # serve and what it started: the export child (a CPU classifier) or a worker
-            assert len(wait_until_some_with(MARK, str(run), 2, 120)) >= 2
-        else:
-            wait_until_healthy(server)
-        assert stop_group(server.process, sig) == code
+        assert len(wait_until_some_with(MARK, str(run), 2, 120)) >= 2  # serve and the first process it started
+        assert stop_group(server.process, signal.SIGINT) == 130
         log = server.output()
         server.log.unlink()
     assert "Traceback" not in log
@@ -66,28 +56,31 @@ def test_ctrl_c_exits_130_and_sigterm_143_leaving_nothing_behind(
 
 
 @pytest.mark.parametrize(
-    ("again", "codes"), [(signal.SIGINT, {130}), (signal.SIGTERM, {130, -signal.SIGTERM})], ids=["ctrl-c", "sigterm"]
+    ("first", "again", "codes"),
+    [(signal.SIGTERM, signal.SIGINT, {143}), (signal.SIGINT, signal.SIGTERM, {130, -signal.SIGTERM})],
+    ids=["sigterm-then-ctrl-c", "ctrl-c-then-sigterm"],
 )
-def test_signals_after_ctrl_c_let_the_shutdown_finish(
-    trained_model: Path, tmp_path: Path, again: int, codes: set[int]
+def test_signals_while_serving_stop_it_once_leaving_nothing_behind(
+    trained_model: Path, tmp_path: Path, first: int, again: int, codes: set[int]
 ) -> None:
-    """`uv run serve` gets Ctrl-C twice (the terminal's and uv's), an impatient user presses it again or
-    sends SIGTERM: LitServe's shutdown runs to its end, nothing is left waiting, no traceback. (A SIGTERM
-    after the report ends the process at once: a shell says 143 either way.)"""
-    server = start_server(trained_model, **{MARK: str(tmp_path)})
+    """SIGTERM exits 143, Ctrl-C 130, and the signals that follow (`uv run serve` gets Ctrl-C twice, the
+    terminal's and uv's; an impatient user sends more) let LitServe's shutdown run to its end: nothing is left
+    waiting, no traceback. A SIGTERM after the report ends serve at once (a shell says 143 either way)."""
+    run = copy_run(trained_model, tmp_path)
+    server = start_server(run, *samples.EXACT_SERVING, **{MARK: str(run)})
     with started(server.process):
         wait_until_healthy(server)
-        os.kill(server.process.pid, signal.SIGINT)
+        os.killpg(server.process.pid, first)  # serve and its processes, as a terminal's Ctrl-C
         deadline = time.monotonic() + 3
         while server.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.04)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(server.process.pid, again)
+                os.kill(server.process.pid, again)  # serve alone, as uv forwards it
         assert server.process.wait(timeout=30) in codes
         log = server.output()
         server.log.unlink()
     assert "Traceback" not in log
-    assert_nothing_left(server.port, tmp_path)
+    assert_nothing_left(server.port, run)
 
 
 @pytest.mark.parametrize("refusal", ["damaged-folder", "port-in-use", "bad-flag"])
