@@ -43,22 +43,32 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_parent(child_code: str) -> tuple[subprocess.Popen[str], int]:
+    """PARENT, started with `child_code` for its child: the parent and the child's pid."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, child_code], env=env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert parent.stdout is not None
+    return parent, int(parent.stdout.readline())
+
+
+def ended_with(parent: subprocess.Popen[str], child: int, within: float) -> bool:
+    """Kill the parent with SIGKILL: whether the child ended within `within` seconds."""
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + within
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(child)
+
+
 @pytest.mark.parametrize("watch", [False, True], ids=["kernel", "watching-thread"])
 def test_a_child_ends_once_its_parent_is_killed_with_sigkill(watch: bool) -> None:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD.format(watch=watch)], env=env,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    parent, child = start_parent(CHILD.format(watch=watch))
     try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
         time.sleep(0.5)  # the child has asked
         assert alive(child)
-        parent.kill()
-        parent.wait()
-        deadline = time.monotonic() + 5
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(child), "the child outlived its parent"
+        assert ended_with(parent, child, 5), "the child outlived its parent"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
@@ -78,19 +88,10 @@ time.sleep(60)
 
 
 def test_a_child_that_asks_after_its_parent_was_killed_ends_at_once(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     flag = tmp_path / "signalled"
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, LATE_CHILD.format(flag=str(flag))], env=env,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    parent, child = start_parent(LATE_CHILD.format(flag=str(flag)))
     try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        parent.kill()
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(child), "the child outlived its parent"
+        assert ended_with(parent, child, 10), "the child outlived its parent"
         assert flag.read_text() == "SIGTERM"
     finally:
         with contextlib.suppress(ProcessLookupError):
