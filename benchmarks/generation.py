@@ -174,12 +174,22 @@ def _sse(piece: str) -> str:
     return f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n"
 
 
+def _run(app: Any, port: int) -> None:
+    """Serve a hand-written app with the /health route the benchmark waits on."""
+    import uvicorn
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 def streamer_app(run_dir: str, port: int) -> None:
     """What users write by hand: the merged model, generate() in a thread per request, SSE chunks."""
     import threading
 
     import torch
-    import uvicorn
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
     from transformers import TextIteratorStreamer
@@ -207,16 +217,11 @@ def streamer_app(run_dir: str, port: int) -> None:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/health")
-    def health() -> str:
-        return "ok"
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    _run(app, port)
 
 
 def transformers_cb_app(run_dir: str, port: int) -> None:
     """What users write on transformers' own continuous batching: the manager, a request per add_request."""
-    import uvicorn
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
     from transformers import GenerationConfig
@@ -253,11 +258,7 @@ def transformers_cb_app(run_dir: str, port: int) -> None:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/health")
-    def health() -> str:
-        return "ok"
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    _run(app, port)
 
 
 def free_port() -> int:
