@@ -23,6 +23,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -127,16 +128,19 @@ def run_server(server: ls.LitServer, serving: ServingSettings) -> None:
 def _stop_what_is_left(server: ls.LitServer) -> None:
     """Stop the processes LitServe's shutdown left: model workers still loading when it was stopped during
     start-up (first: they crash with a traceback once the queue manager is gone), then anything else."""
-    workers = [worker for worker in getattr(server, "inference_workers", None) or [] if worker.is_alive()]
-    for group in (workers, None):
-        processes = group if group is not None else multiprocessing.active_children()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+    _stop([worker for worker in getattr(server, "inference_workers", None) or [] if worker.is_alive()])
+    _stop(multiprocessing.active_children())
+
+
+def _stop(processes: Sequence[BaseProcess]) -> None:
+    """Terminate these processes, give each 5 s to end, then kill what is left."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _ended(code: int | None) -> str | None:
