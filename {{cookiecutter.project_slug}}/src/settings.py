@@ -238,16 +238,17 @@ def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str])
             problem = "unknown key (check the spelling or remove it)"
         elif item["type"] == "missing":
             problem = "missing: add it to the file"
-        elif not item["loc"]:  # a check across sections (its message names the field): the input is all of them
+        elif not item["loc"]:  # a check across sections: the input is all of them, the message starts with the field
             problem = item["msg"].removeprefix("Value error, ")
+            leaf = named.group(1) if (named := re.match(r"([a-z_]+\.[a-z_]+): ", problem)) else ""
         else:
             shown = repr(item.get("input"))
             message = item["msg"].removeprefix("Value error, ")
             problem = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         if leaf in flag_names:
             where = f"  [flag: {flag_names[leaf]}]"
-        elif len(item["loc"]) >= 2 and item["type"] != "extra_forbidden":
-            where = "  [override: " + "__".join(str(part).upper() for part in item["loc"][:2]) + "]"
+        elif leaf.count(".") == 1 and item["type"] != "extra_forbidden":
+            where = "  [override: " + leaf.upper().replace(".", "__") + "]"
         else:
             where = ""  # a whole section: no variable sets it
         problems.append(f"{field}: {problem}{where}" if field else f"{problem}{where}")

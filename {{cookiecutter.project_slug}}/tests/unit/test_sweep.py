@@ -122,6 +122,8 @@ def test_a_search_space_given_by_variable_replaces_the_files_whole() -> None:
     settings = load_settings(environ={"SWEEP__SPACE": "{training.warmup_fraction: {low: 0.0, high: 0.2}}"})
     assert list(settings.sweep.space) == ["training.warmup_fraction"]
     assert load_settings(environ={"SWEEP__SPACE": "{}"}).sweep.space == {}
+    with pytest.raises(SettingsError, match=r"'training.learnin_rate' is not a field .*  \[override: SWEEP__SPACE\]$"):
+        load_settings(environ={"SWEEP__SPACE": "{training.learnin_rate: {low: 1, high: 2}}"})
 
 
 def in_memory_study(settings: Any, maximize: bool = True) -> Any:
@@ -178,3 +180,4 @@ def test_trials_that_end_without_a_finite_metric_count_as_failures() -> None:
     with pytest.raises(UserError, match=r"3 trials of .* failed in a row \(the last: run-2: no finite accuracy\)"):
         sweep.drive(study, settings, diverging, "accuracy")
     assert len(calls) == sweep.MAX_FAILURES_IN_A_ROW
+
