@@ -224,6 +224,17 @@ def remove_stale_staging(output_dir: Path, run_id: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def discard_trial(output_dir: Path, study: str, number: int) -> None:
+    """Remove what a sweep's trial cut short left here (its checkpoints, a half-done publish): it is never
+    resumed, another trial takes its place. Left alone while a process still trains it."""
+    root = output_dir / CHECKPOINTS
+    for folder in sorted(root.glob(f"{study}-t{number}-*")) if root.is_dir() else []:
+        if folder.is_dir() and read_info(folder).get(TRIAL_OF, study) == study:
+            with contextlib.suppress(RunLockedError), run_lock(output_dir, folder.name):
+                remove_stale_staging(output_dir, folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def follow_latest(path: Path) -> Path:
     """`path` itself, or the run a `latest` or `production` pointer (symlink or text file) names, resolved."""
     if path.is_file() and path.name in POINTERS:

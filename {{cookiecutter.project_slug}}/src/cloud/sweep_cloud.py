@@ -185,7 +185,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     if shutil.which("sky") is None:
         raise CloudError(INSTALL_HINT)
     with sweep.open_study(settings, study, key, maximize) as opened:
-        for number in sweep.cut_short(opened):
+        for number in sweep.cut_short(opened, settings.training.output_dir):
             cancel(job_name(study, number))
         sweep.drive(opened, settings, CloudTrials(base, settings, study, key, passthrough), key)
     return sweep.finish(opened, settings, key)

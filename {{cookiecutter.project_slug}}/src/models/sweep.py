@@ -1,22 +1,16 @@
 """`uv run sweep`: a hyperparameter search whose trials are real training runs, and that survives a crash.
 
 The study (Optuna, sampler and pruner from the `sweep` section) lives beside the runs, in
-`<training.output_dir>/sweeps/<study>/journal.log`: Optuna's journal storage appends every step
-of it under a file lock, so a driver killed at any moment leaves a study that the same command
-continues. This process is the driver: it asks the study for a trial's parameters, runs
-`train-local` with them (the same launcher, devices and processes as any training run; the
-parameters as SECTION__FIELD variables), reads the run's metric and tells the study. Each trial
-publishes a normal run folder (`<study>-t<N>-<time>`) whose run.json names the study, the trial
-and its parameters; trials never move `latest`. A trial is pruned, from the evaluation the
-Trainer already makes every eval_steps, when the pruner says it is worse than the earlier
-trials at the same step (Pruning, in the training process: the trial ends unpublished). The sweep ends when the
-study holds `sweep.trials` complete trials: it names the best run and writes
-`sweeps/<study>/report.md` with the trials and pictures.
-
-Crash-safe: a trial left running by a killed driver is marked failed when the command runs
-again and another takes its place; completed trials are never redone. Ctrl-C stops the running
-trial (its training process gets the Ctrl-C too), marks it failed and exits 130. A second
-driver on the same study is refused with one line (a lock beside the journal).
+`<training.output_dir>/sweeps/<study>/journal.log`: Optuna's journal storage appends every step of it under a
+file lock, so a driver killed at any moment leaves a study that the same command continues. This process is
+the driver: it asks the study for a trial's parameters, runs `train-local` with them (the same launcher,
+devices and processes as any run; the parameters as SECTION__FIELD variables), reads the run's metric and
+tells the study. Each trial publishes a normal run folder (`<study>-t<N>-<time>`) whose run.json names the
+study, the trial and its parameters; trials never move `latest`. The pruner stops a trial (unpublished) whose
+evaluation every eval_steps is worse than the earlier trials' at that step (Pruning, in the training process).
+It ends when the study holds `sweep.trials` complete trials, naming the best run in `sweeps/<study>/report.md`.
+Crash-safe: a trial a killed driver left running is settled by the next run (cut_short); completed trials are
+never redone. Ctrl-C stops the running trial, marks it failed, exits 130. A second driver is refused (a lock).
 """
 
 from __future__ import annotations
@@ -198,15 +192,23 @@ def study_options(settings: Settings, maximize: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def cut_short(study: Any) -> list[int]:
-    """Mark failed the trials a killed driver left running (nobody runs them now); their numbers."""
+def cut_short(study: Any, output_dir: Path) -> list[int]:
+    """Settle the trials a killed driver left running: one that published its run is told its metric; the others
+    are marked failed and what they left is removed (new trials take their place). The numbers of those."""
     import optuna
 
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for trial in stale:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        print(f"trial {trial.number} of {study.study_name} was cut short by an earlier stop: it is run again anew")
-    return [trial.number for trial in stale]
+    cut: list[int] = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run = runs.trial_run(output_dir, study.study_name, trial.number)
+        value = runs.read_json(run / runs.METRICS).get(study.user_attrs.get("metric", "")) if run else None
+        if isinstance(value, int | float) and math.isfinite(value):
+            study.tell(trial.number, float(value))  # the driver was killed between the run's end and this
+        else:
+            runs.discard_trial(output_dir, study.study_name, trial.number)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            print(f"trial {trial.number} of {study.study_name} was cut short by an earlier stop: it is run again anew")
+            cut.append(trial.number)
+    return cut
 
 
 def ask(study: Any, settings: Settings) -> tuple[Any, dict[str, Any]]:
@@ -224,7 +226,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     check_values(settings, task, overlays)
     folder = study_dir(settings, name)
     with open_study(settings, name, key, maximize) as study:
-        cut_short(study)
+        cut_short(study, settings.training.output_dir)
         drive(study, settings, LocalTrials(settings, args.smoke, folder, key, watch, name), key)
     return finish(study, settings, key)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from src import runs
 from src.config import SettingsError, load_settings
 from src.errors import UserError
 from src.models import sweep
@@ -181,3 +183,32 @@ def test_trials_that_end_without_a_finite_metric_count_as_failures() -> None:
         sweep.drive(study, settings, diverging, "accuracy")
     assert len(calls) == sweep.MAX_FAILURES_IN_A_ROW
 
+
+def test_trials_a_killed_driver_left_running_are_settled_when_it_runs_again(tmp_path: Path) -> None:
+    """A trial that published its run (the driver killed before telling the study) counts with its metric; one
+    cut short is marked failed and its checkpoints and half-done publish go; one still training is left alone."""
+    settings = load_settings(environ={"TRAINING__OUTPUT_DIR": str(tmp_path)})
+    with sweep.open_study(settings, "s", "accuracy", maximize=True) as study:
+        for _ in range(3):
+            study.ask()
+    published = tmp_path / "s-t0-20261208-100000"
+    published.mkdir()
+    runs.write_json(published / runs.METRICS, {"accuracy": 0.75})
+    runs.write_json(published / runs.RUN_INFO, {"sweep": {"study": "s", "trial": 0}})
+    for number in (1, 2):
+        folder = runs.checkpoint_dir(tmp_path, f"s-t{number}-20261208-10000{number}")
+        (folder / "checkpoint-4").mkdir(parents=True)
+        runs.write_json(folder / runs.RUN_INFO, {runs.TRIAL_OF: "s"})
+        (tmp_path / f"{runs.TEMP_PREFIX}{folder.name}-abcd1234").mkdir()
+    training = runs.checkpoint_dir(tmp_path, "s-t2-20261208-100002")
+    with (tmp_path / runs.CHECKPOINTS / f"{training.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what the process that trains it holds
+        with sweep.open_study(settings, "s", "accuracy", maximize=True) as study:
+            assert sweep.cut_short(study, tmp_path) == [1, 2]
+            assert [(trial.state.name, trial.value) for trial in study.trials] == [
+                ("COMPLETE", 0.75), ("FAIL", None), ("FAIL", None)]  # fmt: skip
+    assert not runs.checkpoint_dir(tmp_path, "s-t1-20261208-100001").exists()
+    assert not list(tmp_path.glob(f"{runs.TEMP_PREFIX}s-t1-*"))
+    assert (training / "checkpoint-4").is_dir(), "a trial still training keeps its checkpoints"
+    assert list(tmp_path.glob(f"{runs.TEMP_PREFIX}s-t2-*"))
+    assert published.is_dir()
