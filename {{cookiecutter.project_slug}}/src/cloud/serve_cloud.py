@@ -155,6 +155,9 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
               file=sys.stderr)  # fmt: skip
     if args.dry_run:
         print(shlex.join(command))
+        print(f"dry run: {service_file.name} passes SkyPilot's schema; this would be "
+              f"{'a rolling update of' if update else 'a new'} service {settings.cloud.service_name}",
+              file=sys.stderr)  # fmt: skip
         if not os.environ.get(API_KEY_ENV):
             print(f"note: set {API_KEY_ENV} before the real launch: the replicas require it", file=sys.stderr)
         return 0

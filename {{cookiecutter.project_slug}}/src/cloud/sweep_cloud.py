@@ -168,6 +168,8 @@ def dry_run(
         shown = {"name": config["name"], "resources": config["resources"], "envs": config["envs"]}
         print("  " + yaml.safe_dump(shown, sort_keys=False).rstrip().replace("\n", "\n  "))
         memory.tell(trial, 0.0)  # a placeholder so the next trial is sampled as the real driver would
+    print(f"dry run: {settings.sweep.trials} trial job(s) pass SkyPilot's schema; nothing launched, nothing written",
+          file=sys.stderr)  # fmt: skip
 
 
 def main(argv: Sequence[str], task: Task[Any]) -> int:

@@ -101,8 +101,10 @@ def test_a_service_started_from_here_gets_a_rolling_update(tmp_path: Path, cloud
     assert command[command.index("--infra") + 1] == cloud
     assert "SERVING__MODEL_DIR=/checkpoints/models/production" in command
     assert "rolling update" in result.stderr
+    assert f"passes SkyPilot's schema; this would be a rolling update of service {name}" in result.stderr
     anew = run_module("src", "serve-cloud", "--dry-run", "--up", env=env)
     assert shlex.split(anew.stdout)[:3] == ["sky", "serve", "up"]
+    assert f"this would be a new service {name}" in anew.stderr
     assert not sky_api_servers()
 
 

@@ -39,6 +39,7 @@ def test_dry_run_validates_each_trials_job_for_every_cloud(tmp_path: Path, cloud
         assert envs["SWEEP_TRIAL"] == str(number)
         assert all(name.upper().replace(".", "__") in envs for name in space)
     assert not output_dir.exists(), "a dry run writes nothing"
+    assert "2 trial job(s) pass SkyPilot's schema" in result.stderr
     assert not sky_api_servers()
 
 
