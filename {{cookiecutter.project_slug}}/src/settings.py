@@ -34,7 +34,7 @@ from pydantic import (
 
 from src.devices import TrainingPrecision, cpu_cores
 from src.promotion_settings import PromotionSettings
-from src.settings_sources import SETTINGS_FILE_ENV, env_overrides, merge, nest, read_yaml
+from src.settings_sources import PATTERN_WORDS, SETTINGS_FILE_ENV, env_overrides, matching, merge, nest, read_yaml
 from src.settings_sources import SettingsError as SettingsError  # what load_settings raises: importable here
 from src.sweep_settings import SweepSettings, check_space
 
@@ -86,7 +86,7 @@ NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 ProjectPath = Annotated[Path, AfterValidator(_under_project_root)]
 RunName = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$"),
+    matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$", "1-60 letters, digits, '.', '_' or '-', first a letter or digit"),
     AfterValidator(_not_reserved),
 ]
 Checkpoint = Annotated[NonEmpty, AfterValidator(_model_folder_or_hub_id)]
@@ -167,11 +167,17 @@ class ServingSettings(Section):
         return max(1, cpu_cores() // self.workers_per_device)
 
 
+DNS_NAME = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+DNS_WORDS = "1-63 lowercase letters, digits or '-', first a letter, last not '-' (e.g. my-model-serve)"
+INFRA_WORDS = "gcp, aws or azure, optionally with a region and zone (e.g. aws/us-east-1, gcp/us-central1/us-central1-a)"
+GPU_WORDS = "an accelerator with an optional count (e.g. L4, A100:8)"
+
+
 class CloudSettings(Section):
-    infra: Annotated[str, StringConstraints(pattern=r"^(gcp|aws|azure)(/[A-Za-z0-9_-]+){0,2}$")]
-    cluster_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    infra: Annotated[str, matching(r"^(gcp|aws|azure)(/[A-Za-z0-9_-]+){0,2}$", INFRA_WORDS)]
+    cluster_name: Annotated[str, matching(DNS_NAME, DNS_WORDS)]
     task_file: ProjectPath
-    gpus: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(:[1-9][0-9]{0,2})?$")] | None = None
+    gpus: Annotated[str, matching(r"^[A-Za-z][A-Za-z0-9_-]*(:[1-9][0-9]{0,2})?$", GPU_WORDS)] | None = None
     num_nodes: int = Field(default=1, ge=1, le=512)
     use_spot: bool
     managed: bool
@@ -179,7 +185,7 @@ class CloudSettings(Section):
     down: bool
     # SkyServe (`uv run serve-cloud`): the replica policy, probe and port live in the service file.
     service_file: ProjectPath = Field(default=Path("sky_serve.yaml"), validate_default=True)
-    service_name: Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")] = "model-serve"
+    service_name: Annotated[str, matching(DNS_NAME, DNS_WORDS)] = "model-serve"
     service_use_spot: bool = False
 
 
@@ -244,6 +250,8 @@ def _describe(error: ValidationError, path: Path, flag_names: Mapping[str, str])
         else:
             shown = repr(item.get("input"))
             message = item["msg"].removeprefix("Value error, ")
+            if words := PATTERN_WORDS.get(str((item.get("ctx") or {}).get("pattern"))):
+                message = f"should be {words}"
             problem = f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         if leaf in flag_names:
             where = f"  [flag: {flag_names[leaf]}]"

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from src.errors import UserError
 
@@ -26,6 +26,15 @@ SETTINGS_FILE_ENV = "SETTINGS_FILE"
 
 class SettingsError(UserError):
     """A settings file, variable or flag is unusable; the message says where and why."""
+
+
+PATTERN_WORDS: dict[str, str] = {}  # a pattern's meaning in words, for the error line (a regex says little)
+
+
+def matching(pattern: str, words: str) -> StringConstraints:
+    """A string field's pattern, with what it means in words for the error line."""
+    PATTERN_WORDS[pattern] = words
+    return StringConstraints(pattern=pattern)
 
 
 MAX_SETTINGS_BYTES = 1_000_000  # a settings file is a few kB; this is no settings file

@@ -17,7 +17,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from src.settings_sources import matching
+
 NAME = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"  # also a run name's prefix and a folder's name
+NAME_WORDS = "1-64 lowercase letters, digits or '-', first and last not '-' (e.g. lr-search)"
 
 
 class Parameter(BaseModel):
@@ -52,7 +55,7 @@ class Parameter(BaseModel):
 
 class SweepSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    study: str | None = Field(default=None, pattern=NAME, description="null: <training.run_name>-sweep")
+    study: Annotated[str, matching(NAME, NAME_WORDS)] | None = Field(default=None, description="null: <run_name>-sweep")
     trials: int = Field(default=8, ge=1, le=10_000, description="complete trials the study ends with")
     metric: str | None = Field(default=None, description="null: the task's first metric")
     sampler: Literal["tpe", "random"] = "tpe"

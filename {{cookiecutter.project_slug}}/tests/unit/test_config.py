@@ -159,6 +159,24 @@ def test_run_name_cannot_collide_with_the_run_folder_format(name: str) -> None:
         load_settings(environ={"TRAINING__RUN_NAME": name})
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [("TRAINING__RUN_NAME", "bad name", "1-60 letters, digits, '.', '_' or '-'"),
+     ("CLOUD__INFRA", "mars", "gcp, aws or azure, optionally with a region and zone"),
+     ("CLOUD__SERVICE_NAME", "My_Service", "1-63 lowercase letters, digits or '-'"),
+     ("CLOUD__GPUS", "L4:0", "an accelerator with an optional count (e.g. L4, A100:8)"),
+     ("SWEEP__STUDY", "../x", "1-64 lowercase letters, digits or '-'")],
+)  # fmt: skip
+def test_a_value_that_does_not_match_its_pattern_is_told_in_words(variable: str, value: str, says: str) -> None:
+    """A user reads what the value should be, not a regular expression."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ={variable: value})
+    line = str(refused.value)
+    assert f"should be {says}" in line
+    assert f"(got {value!r})  [override: {variable}]" in line
+    assert "pattern" not in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seed_within_what_numpy_accepts(seed: str) -> None:
     with pytest.raises(SettingsError, match=r"training\.seed"):
