@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from src import settings
 from src.settings import DEFAULT_SETTINGS_FILE, PROJECT_ROOT, SMOKE_SETTINGS_FILE, NonEmpty, Section
 from src.settings import SettingsError as SettingsError  # what load_settings raises
+from src.settings_sources import matching
 
 __all__ = ["DEFAULT_SETTINGS_FILE", "PROJECT_ROOT", "SMOKE_SETTINGS_FILE", "Settings", "SettingsError", "load_settings"]
 
-ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
+ModuleName = Annotated[
+    str, matching(r"^[A-Za-z_][A-Za-z0-9_.]*$", "a module name of the model (e.g. q_proj, mlp.down_proj)")
+]
 
 
 class ModelSettings(settings.ModelSettings):
