@@ -89,6 +89,8 @@ SWEEP = Command("sweep", "Search hyperparameters: each trial a training run (the
     Flag("--smoke", None, "offline: tiny model and data (configs/smoke.yaml)", SWITCH),
     Flag("--study", "sweep.study", "the study's name (null: <training.run_name>-sweep)"),
     Flag("--trials", "sweep.trials", "complete trials the study ends with", NUMBER),
+    Flag("--promote", "promotion.after_training", "then promote the best run if it passes the gate (uv run promote)",
+         SETTING_SWITCH),
 ))  # fmt: skip
 
 SWEEP_CLOUD = Command("sweep-cloud", "Search hyperparameters on the cloud: each trial a SkyPilot managed job.", (

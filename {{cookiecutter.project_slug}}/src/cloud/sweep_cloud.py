@@ -190,4 +190,7 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
         for number in sweep.cut_short(opened, settings.training.output_dir):
             cancel(job_name(study, number))
         sweep.drive(opened, settings, CloudTrials(base, settings, study, key, passthrough), key)
-    return sweep.finish(opened, settings, key)
+    from src.evaluation.sweep_report import finish
+
+    finish(opened, settings.training.output_dir, sweep.study_dir(settings, study), key)
+    return 0

@@ -72,6 +72,13 @@ def write_report(study: Any, output_dir: Path, folder: Path, key: str) -> str | 
     return best_run
 
 
+def finish(study: Any, output_dir: Path, folder: Path, key: str) -> str | None:
+    """Write the report and print the sweep's summary (the study, its best run, the report); the best run."""
+    best = write_report(study, output_dir, folder, key)
+    print(json.dumps({"study": study.study_name, "best_run": best, "report": str(folder / REPORT)}, indent=2))
+    return best
+
+
 def run_of(study: Any, trial: Any, output_dir: Path) -> str | None:
     """The run a trial published: its folder here, or (a cloud trial) the name its driver recorded."""
     local = runs.trial_run(output_dir, study.study_name, trial.number)

@@ -8,7 +8,8 @@ devices and processes as any run; the parameters as SECTION__FIELD variables), r
 tells the study. Each trial publishes a normal run folder (`<study>-t<N>-<time>`) whose run.json names the
 study, the trial and its parameters; trials never move `latest`. The pruner stops a trial (unpublished) whose
 evaluation every eval_steps is worse than the earlier trials' at that step (Pruning, in the training process).
-It ends when the study holds `sweep.trials` complete trials, naming the best run in `sweeps/<study>/report.md`.
+It ends when the study holds `sweep.trials` complete trials, naming the best run in `sweeps/<study>/report.md`
+(`--promote`: then the best run goes through the promotion gate, as `uv run promote` would take it).
 Crash-safe: a trial a killed driver left running is settled by the next run (cut_short); completed trials are
 never redone. Ctrl-C stops the running trial, marks it failed, exits 130. A second driver is refused (a lock).
 """
@@ -228,16 +229,11 @@ def main(argv: Sequence[str], task: Task[Any]) -> int:
     with open_study(settings, name, key, maximize) as study:
         cut_short(study, settings.training.output_dir)
         drive(study, settings, LocalTrials(settings, args.smoke, folder, key, watch, name), key)
-    return finish(study, settings, key)
+    from src import promotion
+    from src.evaluation.sweep_report import finish
 
-
-def finish(study: Any, settings: Settings, key: str) -> int:
-    from src.evaluation.sweep_report import write_report
-
-    folder = study_dir(settings, study.study_name)
-    best = write_report(study, settings.training.output_dir, folder, key)
-    print(json.dumps({"study": study.study_name, "best_run": best, "report": str(folder / "report.md")}, indent=2))
-    return 0
+    best = finish(study, settings.training.output_dir, folder, key)
+    return promotion.after_training(settings, task, best) if best and settings.promotion.after_training else 0
 
 
 def drive(study: Any, settings: Settings, trials: Trials, key: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src import runs
+from src import promotion, runs
 from src.models import sweep
 from tests.helpers.models import with_smoke_assets
 from tests.helpers.processes import clean_env, only_error_line, run_module, start_module, wait_until_none_with
@@ -67,6 +67,21 @@ def test_killed_with_sigkill_then_run_again_the_sweep_ends_with_its_trials_and_a
     assert summary["best_run"] in report
     assert "![history](history.png)" in report
     assert (folder / "history.png").stat().st_size > 1000
+
+
+def test_promote_puts_the_best_run_through_the_gate(tmp_path: Path) -> None:
+    """`sweep --promote`: the best run goes through `uv run promote`'s gate; with nothing promoted yet it passes
+    and becomes the served run, and the promotion log says so."""
+    output_dir = with_smoke_assets(tmp_path)
+    env = clean_env(TRAINING__OUTPUT_DIR=str(output_dir), **QUICK)
+    result = run_module("src", "sweep", "--smoke", "--trials", "1", "--study", "best", "--promote", env=env,
+                        timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [best] = trial_runs(output_dir, "best")
+    assert runs.follow_latest(output_dir / runs.PRODUCTION) == best.resolve()
+    assert f"{best.name}: promoted" in result.stdout
+    [decision] = [json.loads(line) for line in (output_dir / promotion.LOG).read_text().splitlines()]
+    assert (decision["candidate"], decision["action"]) == (best.name, "promoted")
 
 
 def test_ctrl_c_stops_the_running_trial_marks_it_failed_and_exits_130(tmp_path: Path) -> None:
