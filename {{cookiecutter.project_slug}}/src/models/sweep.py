@@ -202,8 +202,9 @@ def cut_short(study: Any, output_dir: Path) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         run = runs.trial_run(output_dir, study.study_name, trial.number)
         value = runs.read_json(run / runs.METRICS).get(study.user_attrs.get("metric", "")) if run else None
-        if isinstance(value, int | float) and math.isfinite(value):
+        if run and isinstance(value, int | float) and math.isfinite(value):
             study.tell(trial.number, float(value))  # the driver was killed between the run's end and this
+            print(f"trial {trial.number} of {study.study_name} had finished ({run.name}) when the driver stopped: kept")
         else:
             runs.discard_trial(output_dir, study.study_name, trial.number)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

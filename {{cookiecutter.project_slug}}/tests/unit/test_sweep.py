@@ -184,7 +184,9 @@ def test_trials_that_end_without_a_finite_metric_count_as_failures() -> None:
     assert len(calls) == sweep.MAX_FAILURES_IN_A_ROW
 
 
-def test_trials_a_killed_driver_left_running_are_settled_when_it_runs_again(tmp_path: Path) -> None:
+def test_trials_a_killed_driver_left_running_are_settled_when_it_runs_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A trial that published its run (the driver killed before telling the study) counts with its metric; one
     cut short is marked failed and its checkpoints and half-done publish go; one still training is left alone."""
     settings = load_settings(environ={"TRAINING__OUTPUT_DIR": str(tmp_path)})
@@ -207,6 +209,9 @@ def test_trials_a_killed_driver_left_running_are_settled_when_it_runs_again(tmp_
             assert sweep.cut_short(study, tmp_path) == [1, 2]
             assert [(trial.state.name, trial.value) for trial in study.trials] == [
                 ("COMPLETE", 0.75), ("FAIL", None), ("FAIL", None)]  # fmt: skip
+    said = capsys.readouterr().out
+    assert "trial 0 of s had finished (s-t0-20261208-100000) when the driver stopped: kept" in said
+    assert "trial 1 of s was cut short by an earlier stop: it is run again anew" in said
     assert not runs.checkpoint_dir(tmp_path, "s-t1-20261208-100001").exists()
     assert not list(tmp_path.glob(f"{runs.TEMP_PREFIX}s-t1-*"))
     assert (training / "checkpoint-4").is_dir(), "a trial still training keeps its checkpoints"
