@@ -166,6 +166,7 @@ def test_run_name_cannot_collide_with_the_run_folder_format(name: str) -> None:
      ("CLOUD__SERVICE_NAME", "My_Service", "1-63 lowercase letters, digits or '-'"),
      ("CLOUD__GPUS", "L4:0", "an accelerator with an optional count (e.g. L4, A100:8)"),
      ("SWEEP__STUDY", "../x", "1-64 lowercase letters, digits or '-'")],
+    ids=["run-name", "infra", "service-name", "gpus", "study"],
 )  # fmt: skip
 def test_a_value_that_does_not_match_its_pattern_is_told_in_words(variable: str, value: str, says: str) -> None:
     """A user reads what the value should be, not a regular expression."""
