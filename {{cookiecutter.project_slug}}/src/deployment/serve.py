@@ -156,6 +156,8 @@ def _watch(server: ls.LitServer, stopped: threading.Event) -> None:
     finalizer, which Python prints and drops)."""
     while not stopped.wait(0.5):
         for process in (getattr(server, "api_servers", None) or {}).values():
+            if server.stopping:  # LitServe's shutdown ends them now (SIGKILL after its timeout): not news
+                break
             if how := _ended(getattr(process, "exitcode", None)):
                 server.dead_http_process = f"the HTTP process (pid {process.pid}) {how}"
                 break
